@@ -1,0 +1,5 @@
+import sys
+
+from mpqbench.cli import main
+
+sys.exit(main())

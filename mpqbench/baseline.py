@@ -1,0 +1,58 @@
+"""The FP baseline run: the adapted model evaluated on test, recorded as a RunRecord."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from mpqbench.checkpoints import load_fp_model
+from mpqbench.cost import cost_summary, layer_costs
+from mpqbench.data import Splits, load_splits
+from mpqbench.evaluate import EvalResult, evaluate, limit_images, per_class_accuracy
+from mpqbench.results import RunRecord, provenance
+from mpqbench.runtime import resolve_device, seed_everything
+
+
+def load_context(model_name: str, settings: dict[str, Any], checkpoint_dir: str = "checkpoints"):
+    """(FP model, its checkpoint metadata, the dataset splits, the device) for a notebook."""
+    seed_everything(settings["seed"])
+    device = resolve_device(settings.get("device", "auto"))
+    model, meta = load_fp_model(f"{checkpoint_dir}/{model_name}.pt")
+    splits = load_splits(settings["dataset"], "data", settings["data"]["val_size"],
+                         settings["seed"], settings.get("imagenet_root"))
+    return model, meta, splits, device
+
+
+def fp_baseline_run(
+    model: torch.nn.Module, splits: Splits, model_name: str, settings: dict[str, Any],
+    device: torch.device,
+) -> tuple[RunRecord, EvalResult, torch.Tensor]:
+    """Evaluate the FP model on test; returns its RunRecord, the result and per-class top-1."""
+    start = time.perf_counter()
+    eval_cfg = settings["eval"]
+    result = evaluate(model, splits.test, eval_cfg["batch_size"], device,
+                      eval_cfg.get("max_images"), desc="FP test")
+    test = limit_images(splits.test, eval_cfg.get("max_images"))
+    per_class = per_class_accuracy(model, test, splits.num_classes, eval_cfg["batch_size"], device)
+    layers = layer_costs(model, splits.input_shape)
+    cost = cost_summary(layers, {layer.name: (32, 32) for layer in layers})
+    record = RunRecord(
+        run_id=f"fp-{model_name}",
+        method="fp",
+        model=model_name,
+        dataset=splits.dataset,
+        dataset_variant=splits.variant,
+        protocol="none",
+        cost=cost,
+        accuracy={
+            "fp_top1": result.top1, "top1": result.top1, "top5": result.top5,
+            "loss": result.loss, "drop": 0.0, "test_images": result.images,
+        },
+        timing={"sensitivity_s": 0.0, "search_s": 0.0, "protocol_s": 0.0,
+                "total_s": time.perf_counter() - start,
+                "eval_images_per_s": result.images_per_s},
+        provenance=provenance(settings["seed"], settings["profile"], device),
+    )
+    return record, result, per_class

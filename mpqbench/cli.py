@@ -1,0 +1,109 @@
+"""``python -m mpqbench``: the entry points the DVC stages call."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mpqbench.errors import MpqbenchError
+
+
+def _parameter(pairs: list[list[str]] | None) -> dict[str, Any]:
+    """``-p key value`` pairs; values are read as YAML scalars (``3`` -> int, ``true`` -> bool)."""
+    return {key: yaml.safe_load(value) for key, value in (pairs or [])}
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from mpqbench.data import prepare_dataset
+
+    meta = prepare_dataset(args.dataset, args.out, args.raw)
+    print(f"{meta.dataset} ({meta.variant}): {meta.counts} images written to {args.out}")
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> None:
+    from mpqbench.checkpoints import make_fp_checkpoint
+    from mpqbench.config import load_params, profile_settings
+
+    settings = profile_settings(args.profile, load_params(args.params))
+    out = args.out or f"checkpoints/{args.model}.pt"
+    metrics = args.metrics or f"results/metrics/checkpoint-{args.model}.json"
+    result = make_fp_checkpoint(args.model, settings, out, metrics, args.data_dir)
+    print(f"{args.model} on {result['dataset_variant']}: published "
+          f"{result['published_test_top1']:.2f}% -> adapted {result['test_top1']:.2f}% "
+          f"test top-1; saved {out}")
+
+
+def cmd_notebook(args: argparse.Namespace) -> None:
+    from mpqbench.notebook import run_notebook
+
+    path = run_notebook(args.source, args.out, _parameter(args.parameter), args.runs)
+    print(f"executed {args.source} -> {path}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from mpqbench.report import write_summary
+
+    df = write_summary(args.runs, args.out)
+    print(f"{len(df)} RunRecords summarized in {Path(args.out) / 'summary.csv'}")
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from mpqbench.config import load_params
+    from mpqbench.data import DATASETS
+    from mpqbench.models import MODELS
+
+    print("models:  ", ", ".join(MODELS.names()))
+    print("datasets:", ", ".join(DATASETS.names()))
+    if Path(args.params).is_file():
+        print("profiles:", ", ".join(sorted(load_params(args.params)["profiles"])))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mpqbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="prepare a dataset cache (mirror or download)")
+    p.add_argument("--dataset", default="cifar10")
+    p.add_argument("--out", required=True, help="cache folder, e.g. data/cifar10")
+    p.add_argument("--raw", default=None, help="where downloads go (default: <out>/../raw)")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("checkpoint", help="adapt the published FP model to the dataset variant")
+    p.add_argument("--model", required=True)
+    p.add_argument("--profile", required=True)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--out", default=None)
+    p.add_argument("--metrics", default=None)
+    p.set_defaults(func=cmd_checkpoint)
+
+    p = sub.add_parser("notebook", help="execute a notebook with papermill and render it")
+    p.add_argument("source", help="notebooks/<name>.py (jupytext) or .ipynb")
+    p.add_argument("--out", required=True, help="folder for the executed .ipynb and .html")
+    p.add_argument("--runs", default=None, help="folder the notebook must write RunRecords to")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"))
+    p.set_defaults(func=cmd_notebook)
+
+    p = sub.add_parser("report", help="summarize every RunRecord")
+    p.add_argument("--runs", default="results/runs")
+    p.add_argument("--out", default="results")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("list", help="registered models, datasets and profiles")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except MpqbenchError as exc:
+        print(f"mpqbench: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

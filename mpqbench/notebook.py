@@ -1,0 +1,122 @@
+"""The one runner every notebook stage uses: papermill execution, clean metadata, HTML, checks.
+
+Sources are jupytext ``py:percent`` files (or ``.ipynb``); the executed notebook and its HTML go
+to ``out_dir``. On failure the executed notebook is left there for reading and the runner exits
+non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from mpqbench.errors import MpqbenchError
+from mpqbench.results import load_runs
+
+VOLATILE_NOTEBOOK_KEYS = ("start_time", "end_time", "duration", "exception")
+VOLATILE_CELL_KEYS = ("start_time", "end_time", "duration", "exception", "status")
+
+
+def read_source(source: str | Path) -> nbformat.NotebookNode:
+    """A notebook from a jupytext ``.py`` file or an ``.ipynb``, outputs stripped."""
+    source = Path(source)
+    if not source.is_file():
+        raise MpqbenchError(f"notebook source {source} not found")
+    if source.suffix == ".py":
+        import jupytext
+
+        nb = jupytext.read(source)
+    else:
+        nb = nbformat.read(source, as_version=4)
+    if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+        raise MpqbenchError(f"{source} has no cell tagged 'parameters'")
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nb.metadata["kernelspec"] = {
+        "name": "python3", "display_name": "Python 3", "language": "python",
+    }
+    return nb
+
+
+def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop papermill's timestamps and durations so that reruns differ only in real outputs."""
+    pm = nb.metadata.get("papermill", {})
+    for key in VOLATILE_NOTEBOOK_KEYS:
+        pm.pop(key, None)
+    pm.pop("input_path", None)
+    pm.pop("output_path", None)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell_pm = cell.metadata.get("papermill", {})
+        for key in VOLATILE_CELL_KEYS:
+            cell_pm.pop(key, None)
+        if not cell_pm:
+            cell.metadata.pop("papermill", None)
+    return nb
+
+
+def render_html(nb: nbformat.NotebookNode, path: Path) -> None:
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    path.write_text(body, encoding="utf-8")
+
+
+def run_notebook(
+    source: str | Path,
+    out_dir: str | Path,
+    parameters: dict[str, Any],
+    runs_dir: str | Path | None = None,
+    cwd: str | Path = ".",
+    kernel: str = "python3",
+) -> Path:
+    """Execute ``source`` with ``parameters`` into ``out_dir/<name>.ipynb`` and ``.html``.
+
+    When ``runs_dir`` is given it is passed to the notebook as the ``runs_dir`` parameter and,
+    after the run, must hold at least one valid RunRecord.
+    """
+    import papermill
+
+    source = Path(source)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # papermill does not, and DVC removed it
+    name = source.stem
+    input_path = out_dir / f".{name}.source.ipynb"
+    output_path = out_dir / f"{name}.ipynb"
+    nbformat.write(read_source(source), input_path)
+    parameters = dict(parameters)
+    if runs_dir is not None:
+        parameters["runs_dir"] = str(runs_dir)
+    env_before = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "agg"
+    failure: Exception | None = None
+    try:
+        papermill.execute_notebook(
+            str(input_path), str(output_path), parameters=parameters, kernel_name=kernel,
+            cwd=str(cwd), progress_bar=False, log_output=False,
+        )
+    except papermill.PapermillExecutionError as exc:
+        failure = exc
+    finally:
+        input_path.unlink(missing_ok=True)
+        if env_before is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = env_before
+    nb = strip_volatile(nbformat.read(output_path, as_version=4))
+    nbformat.write(nb, output_path)
+    render_html(nb, out_dir / f"{name}.html")
+    if failure is not None:
+        raise MpqbenchError(
+            f"notebook {source} failed: {failure.ename}: {failure.evalue}. "
+            f"Read the executed notebook at {output_path}"
+        )
+    if runs_dir is not None:
+        runs = load_runs(runs_dir) if Path(runs_dir).is_dir() else []
+        if not runs:
+            raise MpqbenchError(f"notebook {source} ran but wrote no RunRecord under {runs_dir}")
+    return output_path

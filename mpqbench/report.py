@@ -1,0 +1,60 @@
+"""Tables built from RunRecords alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mpqbench.results import RunRecord, load_runs
+
+SUMMARY_COLUMNS = [
+    "run_id", "method", "metric", "solver", "protocol", "model", "dataset_variant",
+    "size_mib", "compression_ratio", "bitops_g", "mean_w_bits", "mean_a_bits",
+    "fp_top1", "top1", "top5", "drop", "total_s", "profile", "device", "git_commit",
+]
+
+
+def summary_table(runs: list[RunRecord]) -> pd.DataFrame:
+    """One row a run: identity, cost, accuracy, time and provenance."""
+    rows = []
+    for run in runs:
+        rows.append({
+            "run_id": run.run_id, "method": run.method, "metric": run.metric,
+            "solver": run.solver, "protocol": run.protocol, "model": run.model,
+            "dataset_variant": run.dataset_variant,
+            **{k: run.cost.get(k) for k in ("size_mib", "compression_ratio", "bitops_g",
+                                            "mean_w_bits", "mean_a_bits")},
+            **{k: run.accuracy.get(k) for k in ("fp_top1", "top1", "top5", "drop")},
+            "total_s": run.timing.get("total_s"),
+            "profile": run.provenance.get("profile"),
+            "device": run.provenance.get("device"),
+            "git_commit": (run.provenance.get("git_commit") or "")[:12],
+        })
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+
+    def fmt(value) -> str:
+        if isinstance(value, float):
+            return floatfmt.format(value)
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(runs_dir: str | Path, out_dir: str | Path) -> pd.DataFrame:
+    """Write ``summary.csv`` and ``summary.md`` for every RunRecord under ``runs_dir``."""
+    runs = load_runs(runs_dir) if Path(runs_dir).is_dir() else []
+    df = summary_table(runs).sort_values(["model", "method", "run_id"], kind="stable")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_dir / "summary.csv", index=False, float_format="%.4f")
+    text = "# mpqbench summary\n\nOne row per RunRecord under `results/runs/`.\n\n"
+    text += markdown_table(df) if len(df) else "No RunRecords yet.\n"
+    (out_dir / "summary.md").write_text(text)
+    return df

@@ -1,0 +1,147 @@
+"""RunRecord: one JSON file per run under ``results/runs/``; the report reads only these."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field, fields
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mpqbench.errors import MpqbenchError
+
+SCHEMA_VERSION = 1
+TRACKED_PACKAGES = (
+    "mpqbench", "torch", "torchvision", "numpy", "pandas", "pulp", "papermill", "dvc",
+)
+
+
+@dataclass
+class RunRecord:
+    """Everything one run measured, and enough provenance to reproduce it.
+
+    ``cost`` holds size_mib, bitops_g, compression_ratio, mean_w_bits, mean_a_bits;
+    ``accuracy`` holds fp_top1, top1, top5, loss and drop (fp_top1 - top1, points);
+    ``timing`` holds sensitivity_s, search_s, protocol_s, total_s (wall seconds).
+    """
+
+    run_id: str
+    method: str
+    model: str
+    dataset: str
+    dataset_variant: str
+    protocol: str
+    metric: str | None = None
+    solver: str | None = None
+    budget: dict[str, Any] | None = None
+    bit_candidates: list[int] | None = None
+    policy: dict[str, Any] | None = None
+    cost: dict[str, float] = field(default_factory=dict)
+    accuracy: dict[str, float] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+REQUIRED_ACCURACY = ("fp_top1", "top1", "top5", "drop")
+REQUIRED_COST = ("size_mib", "bitops_g", "compression_ratio", "mean_w_bits", "mean_a_bits")
+
+
+def git_state(cwd: str | Path = ".") -> dict[str, Any]:
+    """The commit checked out in ``cwd`` and whether tracked files differ from it."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                                 timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_dirty": bool(dirty) if dirty is not None else None}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_description(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.machine()}x{torch.get_num_threads()}threads"
+
+
+def provenance(seed: int, profile: str, device: torch.device | str) -> dict[str, Any]:
+    """Seed, profile, device, package versions, git commit and a UTC timestamp."""
+    return {
+        "seed": seed,
+        "profile": profile,
+        "device": device_description(device),
+        "versions": package_versions(),
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **git_state(),
+    }
+
+
+def validate(record: dict[str, Any], source: str = "record") -> RunRecord:
+    """Check a record's fields and return it as a RunRecord; errors name the file and the field."""
+    if record.get("schema_version") != SCHEMA_VERSION:
+        raise MpqbenchError(
+            f"{source}: schema_version {record.get('schema_version')!r}, this mpqbench reads "
+            f"{SCHEMA_VERSION}; re-run the stage that wrote it"
+        )
+    known = {f.name for f in fields(RunRecord)}
+    unknown = set(record) - known
+    if unknown:
+        raise MpqbenchError(f"{source}: unknown fields {sorted(unknown)}")
+    try:
+        run = RunRecord(**record)
+    except TypeError as exc:
+        raise MpqbenchError(f"{source}: {exc}") from exc
+    for group, keys in (("accuracy", REQUIRED_ACCURACY), ("cost", REQUIRED_COST)):
+        missing = [k for k in keys if k not in getattr(run, group)]
+        if missing:
+            raise MpqbenchError(f"{source}: {group} lacks {missing}")
+    return run
+
+
+def save_run(run: RunRecord, runs_dir: str | Path) -> Path:
+    """Validate and write ``<runs_dir>/<run_id>.json`` (written whole, then renamed)."""
+    validate(run.to_dict(), run.run_id)
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    path = runs_dir / f"{run.run_id}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(run.to_dict(), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_runs(runs_dir: str | Path) -> list[RunRecord]:
+    """Every RunRecord under ``runs_dir`` (recursively), sorted by path."""
+    runs = []
+    for path in sorted(Path(runs_dir).rglob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise MpqbenchError(f"{path} is not valid JSON ({exc}); re-run its stage") from exc
+        runs.append(validate(record, str(path)))
+    return runs

@@ -1,0 +1,57 @@
+"""Device choice, seeding and progress bars."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Iterable
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from mpqbench.errors import MpqbenchError
+
+T = TypeVar("T")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU; ``cpu`` / ``cuda[:i]`` are taken as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MpqbenchError(f"device {name!r} asked for but no CUDA device is present; use 'auto'")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise MpqbenchError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from exc
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch; same seed and profile give the same result on the CPU."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, **kwargs) -> Iterable[T]:
+    """A plain-text tqdm bar (no widgets); throttled when not writing to a terminal.
+
+    ``MPQBENCH_PROGRESS=off`` silences bars (tests).
+    """
+    from tqdm import tqdm
+
+    if os.environ.get("MPQBENCH_PROGRESS") == "off":
+        return iterable
+    interactive = sys.stderr.isatty()
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        mininterval=0.2 if interactive else 15.0,
+        dynamic_ncols=interactive,
+        ascii=not interactive,
+        file=sys.stderr,
+        **kwargs,
+    )

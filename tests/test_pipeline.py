@@ -1,0 +1,65 @@
+"""The real pipeline on the smoke profile, in a temporary copy of the repository."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import REPO, mirror_path
+
+pytestmark = pytest.mark.slow
+
+
+def _copy_repo(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        src = REPO / name
+        if src.is_file() and not name.startswith(("results/",)):
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+
+
+def _run(cmd, cwd, env):
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{cmd} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def test_dvc_repro_on_the_smoke_profile(tmp_path):
+    if mirror_path() is None:
+        pytest.skip("needs MPQBENCH_MIRROR")
+    repo = tmp_path / "repo"
+    _copy_repo(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["profile"] = "smoke"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "MPQBENCH_MIRROR": str(mirror_path()), "MPQBENCH_PROGRESS": "off",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    _run(git + ["init", "-q"], repo, env)
+    _run(git + ["add", "-A"], repo, env)
+    _run(git + ["commit", "-qm", "copy"], repo, env)
+
+    _run(["dvc", "repro"], repo, env)
+
+    (run_file,) = (repo / "results" / "runs").rglob("*.json")
+    run = json.loads(run_file.read_text())
+    assert run["method"] == "fp" and run["dataset_variant"] == "cifar10-jpeg"
+    assert run["provenance"]["profile"] == "smoke" and run["provenance"]["git_commit"]
+    assert run["accuracy"]["test_images"] == 500 and 60 < run["accuracy"]["top1"] <= 100
+    assert run["cost"]["compression_ratio"] == 1.0
+    metrics = json.loads((repo / "results/metrics/checkpoint-resnet20.json").read_text())
+    assert metrics["finetune_epochs"] == 1 and metrics["dataset_variant"] == "cifar10-jpeg"
+    assert metrics["test_top1"] == pytest.approx(run["accuracy"]["top1"])  # same seeded subset
+    rendered = repo / "results/notebooks/fp_baseline-resnet20"
+    assert (rendered / "fp_baseline.ipynb").is_file() and (rendered / "fp_baseline.html").is_file()
+    assert "fp-resnet20" in (repo / "results/summary.csv").read_text()
+
+    second = _run(["dvc", "repro"], repo, env)
+    assert "Data and pipelines are up to date" in second

@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from mpqbench.errors import MpqbenchError
+from mpqbench.report import summary_table, write_summary
+from mpqbench.results import RunRecord, load_runs, provenance, save_run
+
+COST = {"size_mib": 1.0, "bitops_g": 2.0, "compression_ratio": 8.0, "mean_w_bits": 4.0,
+        "mean_a_bits": 8.0}
+ACC = {"fp_top1": 88.0, "top1": 87.5, "top5": 99.0, "drop": 0.5}
+
+
+def _record(run_id="uniform-w4a8", **kw):
+    return RunRecord(run_id=run_id, method="uniform", model="resnet20", dataset="cifar10",
+                     dataset_variant="cifar10-jpeg", protocol="ptq", cost=dict(COST),
+                     accuracy=dict(ACC), provenance=provenance(0, "smoke", "cpu"), **kw)
+
+
+def test_round_trip_and_provenance(tmp_path):
+    record = _record(policy={"layer1.0.conv1": {"w_bits": 4, "a_bits": 8}})
+    path = save_run(record, tmp_path)
+    assert path.name == "uniform-w4a8.json"
+    (loaded,) = load_runs(tmp_path)
+    assert loaded == record
+    prov = loaded.provenance
+    assert prov["seed"] == 0 and prov["profile"] == "smoke" and prov["device"].startswith("cpu")
+    assert prov["versions"]["torch"] and prov["versions"]["python"]
+    assert "git_commit" in prov and "created_utc" in prov
+
+
+def test_invalid_records_are_refused_with_the_file_named(tmp_path):
+    bad = _record().to_dict()
+    del bad["accuracy"]["drop"]
+    (tmp_path / "a.json").write_text(json.dumps(bad))
+    with pytest.raises(MpqbenchError, match=r"a.json: accuracy lacks \['drop'\]"):
+        load_runs(tmp_path)
+    old = _record().to_dict() | {"schema_version": 0}
+    (tmp_path / "a.json").write_text(json.dumps(old))
+    with pytest.raises(MpqbenchError, match="schema_version 0"):
+        load_runs(tmp_path)
+    (tmp_path / "a.json").write_text("{")
+    with pytest.raises(MpqbenchError, match="not valid JSON"):
+        load_runs(tmp_path)
+    with pytest.raises(MpqbenchError, match="lacks"):
+        save_run(RunRecord("x", "m", "r", "d", "v", "p"), tmp_path)
+
+
+def test_summary_has_one_row_per_run(tmp_path):
+    save_run(_record("b"), tmp_path / "runs" / "s1")
+    save_run(_record("a"), tmp_path / "runs" / "s2")
+    df = write_summary(tmp_path / "runs", tmp_path / "out")
+    assert df["run_id"].tolist() == ["a", "b"]
+    assert (tmp_path / "out" / "summary.csv").read_text().count("\n") == 3
+    assert "| a | uniform |" in (tmp_path / "out" / "summary.md").read_text()
+    assert summary_table([]).empty
+    empty = write_summary(tmp_path / "none", tmp_path / "out2")
+    assert empty.empty and "No RunRecords" in (tmp_path / "out2" / "summary.md").read_text()
