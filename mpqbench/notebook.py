@@ -7,7 +7,6 @@ non-zero.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +90,6 @@ def run_notebook(
     parameters = dict(parameters)
     if runs_dir is not None:
         parameters["runs_dir"] = str(runs_dir)
-    env_before = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = "agg"
     failure: Exception | None = None
     try:
         papermill.execute_notebook(
@@ -103,10 +100,6 @@ def run_notebook(
         failure = exc
     finally:
         input_path.unlink(missing_ok=True)
-        if env_before is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = env_before
     nb = strip_volatile(nbformat.read(output_path, as_version=4))
     nbformat.write(nb, output_path)
     render_html(nb, out_dir / f"{name}.html")

@@ -62,3 +62,14 @@ def test_a_source_without_parameters_cell_is_refused(tmp_path):
     source = _write(tmp_path, "# %%\nx = 1\n")
     with pytest.raises(MpqbenchError, match="no cell tagged 'parameters'"):
         run_notebook(source, tmp_path / "out", {})
+
+
+def test_plots_are_embedded_in_the_rendered_notebook(tmp_path):
+    source = _write(tmp_path, SOURCE + RECORD + '''
+import matplotlib.pyplot as plt
+plt.plot([1, 2], [3, 4])
+plt.show()
+''')
+    out = run_notebook(source, tmp_path / "out", {}, runs_dir=tmp_path / "runs", cwd=tmp_path)
+    outputs = [o for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
