@@ -9,10 +9,13 @@ Conventions (one definition for every method, also in the README):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+
+from mpqbench.errors import MpqbenchError
 
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
 
@@ -98,3 +101,89 @@ def cost_summary(layers: list[LayerCost], bits: dict[str, tuple[int, int]]) -> d
         "params": total_params,
         "macs": total_macs,
     }
+
+
+Bits = dict[str, tuple[int, int]]  # layer name -> (w_bits, a_bits)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One linear constraint: sum over layers of ``coefficient(layer, w, a)`` <= ``bound``."""
+
+    name: str
+    unit: str
+    scale: float  # bound and totals are reported divided by this (e.g. bits -> MiB)
+    bound: float  # in the coefficient's own units (bits, bit-operations)
+    kind: str  # "size", "bitops" or "mean_w_bits"
+
+    def coefficient(self, layer: LayerCost, w_bits: int, a_bits: int) -> float:
+        if self.kind == "bitops":
+            return float(layer.macs * w_bits * a_bits)
+        return float(layer.params * w_bits)
+
+    def total(self, layers: list[LayerCost], bits: Bits) -> float:
+        return sum(self.coefficient(layer, *bits[layer.name]) for layer in layers)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Linear limits on a policy's cost, in any combination; all of them must hold.
+
+    size_mib: weight size in MiB; compression_ratio: 32-bit size / size (>= this ratio);
+    bitops_g: BitOps in G; bitops_equiv: (w, a) -> the BitOps of every searchable layer at
+    W{w}A{a} (fixed layers at their own bits); mean_w_bits: params-weighted mean weight bits.
+    """
+
+    size_mib: float | None = None
+    compression_ratio: float | None = None
+    bitops_g: float | None = None
+    bitops_equiv: tuple[int, int] | None = None
+    mean_w_bits: float | None = None
+
+    def is_empty(self) -> bool:
+        return all(v is None for v in self.__dict__.values())
+
+    def describe(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    def limits(self, layers: list[LayerCost], fixed: Bits | None = None) -> list[Limit]:
+        """The constraints over all layers (fixed ones included at their fixed bits)."""
+        fixed = fixed or {}
+        total_params = sum(layer.params for layer in layers)
+        limits = []
+        if self.size_mib is not None:
+            limits.append(Limit("size", "MiB", 8 * 2**20, self.size_mib * 8 * 2**20, "size"))
+        if self.compression_ratio is not None:
+            bound = 32 * total_params / self.compression_ratio
+            limits.append(Limit("compression_ratio", "MiB", 8 * 2**20, bound, "size"))
+        if self.bitops_g is not None:
+            limits.append(Limit("bitops", "G", 1e9, self.bitops_g * 1e9, "bitops"))
+        if self.bitops_equiv is not None:
+            w, a = self.bitops_equiv
+            bound = sum(layer.macs * (fixed[layer.name][0] * fixed[layer.name][1]
+                                      if layer.name in fixed else w * a) for layer in layers)
+            limits.append(Limit(f"bitops_W{w}A{a}", "G", 1e9, float(bound), "bitops"))
+        if self.mean_w_bits is not None:
+            limits.append(Limit("mean_w_bits", "bits", total_params,
+                                self.mean_w_bits * total_params, "mean_w_bits"))
+        return limits
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> Budget:
+        """From params.yaml: e.g. ``{compression_ratio: 8}`` or ``{bitops_equiv: W4A4}``."""
+        spec = dict(spec)
+        unknown = set(spec) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise MpqbenchError(
+                f"unknown budget keys {sorted(unknown)}; use {sorted(cls.__dataclass_fields__)}"
+            )
+        equiv = spec.get("bitops_equiv")
+        if isinstance(equiv, str):
+            match = re.fullmatch(r"W(\d+)A(\d+)", equiv)
+            if not match:
+                raise MpqbenchError(f"bitops_equiv {equiv!r} must look like 'W4A4'")
+            spec["bitops_equiv"] = (int(match[1]), int(match[2]))
+        for key, value in spec.items():
+            if key != "bitops_equiv" and value is not None and value <= 0:
+                raise MpqbenchError(f"budget {key} must be positive, got {value}")
+        return cls(**spec)

@@ -1,0 +1,1 @@
+"""Quantizers, observers and (to come) quantized modules and policies."""

@@ -1,0 +1,91 @@
+"""Policy: ``{layer: {"w_bits", "a_bits"}}`` plus metadata, as versioned JSON.
+
+Every method emits one and every protocol accepts any. Loading checks the schema version,
+that every layer exists in the model (when the model's layer names are given) and that every
+bit width lies in 1..32; each error names the layer and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mpqbench.cost import Bits
+from mpqbench.errors import MpqbenchError
+
+POLICY_SCHEMA_VERSION = 1
+
+
+@dataclass
+class Policy:
+    """Bits per layer; ``fixed`` names the layers kept out of the search (first conv, last FC)."""
+
+    layers: dict[str, dict[str, int]]
+    method: str
+    budget: dict[str, Any] | None = None
+    bit_candidates: list[int] | None = None
+    granularity: str = "per_channel"
+    fixed: list[str] = field(default_factory=list)
+    schema_version: int = POLICY_SCHEMA_VERSION
+
+    @classmethod
+    def from_bits(cls, bits: Bits, method: str, **meta: Any) -> Policy:
+        layers = {name: {"w_bits": int(w), "a_bits": int(a)} for name, (w, a) in bits.items()}
+        return cls(layers=layers, method=method, **meta)
+
+    def bits(self) -> Bits:
+        return {name: (b["w_bits"], b["a_bits"]) for name, b in self.layers.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return path
+
+
+def validate_policy(data: dict[str, Any], layer_names: list[str] | None = None,
+                    source: str = "policy") -> Policy:
+    """A Policy from its dict form, checked against the schema and the model's layers."""
+    if data.get("schema_version") != POLICY_SCHEMA_VERSION:
+        raise MpqbenchError(f"{source}: schema_version {data.get('schema_version')!r}; this "
+                            f"mpqbench reads version {POLICY_SCHEMA_VERSION}")
+    layers = data.get("layers")
+    if not isinstance(layers, dict) or not layers:
+        raise MpqbenchError(f"{source}: 'layers' must map layer names to their bits")
+    for name, bits in layers.items():
+        if not isinstance(bits, dict) or set(bits) != {"w_bits", "a_bits"}:
+            raise MpqbenchError(f"{source}: layer {name!r} needs exactly w_bits and a_bits")
+        for key, value in bits.items():
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 32:
+                raise MpqbenchError(
+                    f"{source}: layer {name!r} has {key} = {value!r}; bit widths are integers "
+                    f"in 1..32"
+                )
+    if layer_names is not None:
+        unknown = [n for n in layers if n not in set(layer_names)]
+        if unknown:
+            raise MpqbenchError(
+                f"{source}: layer {unknown[0]!r} is not a quantizable layer of the model "
+                f"({len(unknown)} unknown); known layers: {', '.join(layer_names)}"
+            )
+        missing = [n for n in layer_names if n not in layers]
+        if missing:
+            raise MpqbenchError(f"{source}: no bits for layers {missing}")
+    try:
+        return Policy(**data)
+    except TypeError as exc:
+        raise MpqbenchError(f"{source}: {exc}") from exc
+
+
+def load_policy(path: str | Path, layer_names: list[str] | None = None) -> Policy:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MpqbenchError(f"cannot read policy {path} ({exc})") from exc
+    return validate_policy(data, layer_names, str(path))

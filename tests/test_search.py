@@ -1,0 +1,143 @@
+import itertools
+import random
+
+import pandas as pd
+import pytest
+
+from mpqbench.cost import Budget, LayerCost, cost_summary, layer_costs
+from mpqbench.errors import MpqbenchError
+from mpqbench.models import build_model
+from mpqbench.search import solve_ilp, uniform_bits
+
+CHOICE_SETS = [
+    [(2, 8), (4, 8), (6, 8), (8, 8)],  # weight bits alone
+    [(2, 2), (4, 4), (4, 8), (8, 8)],  # (weight, activation) pairs
+]
+
+
+def _instance(rng: random.Random, n_layers: int, choices):
+    layers = [LayerCost(f"l{i}", "conv", rng.randint(10, 5000), rng.randint(100, 90000))
+              for i in range(n_layers)]
+    rows = []
+    for layer in layers:
+        base = rng.uniform(0.1, 5.0)
+        for w, a in choices:  # more bits, lower score, plus noise: random but realistic
+            rows.append((layer.name, w, a, base / (w * a) + rng.uniform(0, 0.05)))
+    return layers, pd.DataFrame(rows, columns=["layer", "w_bits", "a_bits", "score"])
+
+
+def _brute_force(layers, table, budget, fixed):
+    per_layer = {name: list(group[["w_bits", "a_bits", "score"]].itertuples(index=False))
+                 for name, group in table.groupby("layer")}
+    searchable = [layer for layer in layers if layer.name not in fixed]
+    limits = budget.limits(layers, fixed)
+    best = None
+    for combo in itertools.product(*(per_layer[layer.name] for layer in searchable)):
+        bits = dict(fixed)
+        bits.update({layer.name: (int(c.w_bits), int(c.a_bits))
+                     for layer, c in zip(searchable, combo, strict=True)})
+        if all(lim.total(layers, bits) <= lim.bound * (1 + 1e-9) for lim in limits):
+            score = sum(c.score for c in combo)
+            if best is None or score < best[0]:
+                best = (score, bits)
+    return best
+
+
+def _random_budget(rng: random.Random, layers, fixed):
+    kind = rng.choice(["size", "ratio", "bitops", "equiv", "mean", "size+bitops"])
+    lo = cost_summary(layers, {**uniform_bits(layers, 2, 2), **fixed})
+    hi = cost_summary(layers, {**uniform_bits(layers, 8, 8), **fixed})
+    t = rng.uniform(0.15, 0.85)
+    size = lo["size_mib"] + t * (hi["size_mib"] - lo["size_mib"])
+    bitops = lo["bitops_g"] + rng.uniform(0.15, 0.85) * (hi["bitops_g"] - lo["bitops_g"])
+    return {
+        "size": Budget(size_mib=size),
+        "ratio": Budget(compression_ratio=32 / (2 + t * 6)),
+        "bitops": Budget(bitops_g=bitops),
+        "equiv": Budget(bitops_equiv=(4, 4)),
+        "mean": Budget(mean_w_bits=2 + t * 6),
+        "size+bitops": Budget(size_mib=size, bitops_g=bitops),
+    }[kind]
+
+
+def test_ilp_matches_brute_force_on_60_random_instances():
+    rng = random.Random(0)
+    checked = 0
+    for trial in range(60):
+        choices = CHOICE_SETS[trial % 2]
+        layers, table = _instance(rng, rng.randint(3, 6), choices)
+        fixed = {layers[0].name: (8, 8)} if trial % 3 == 0 else {}
+        table = table[~table.layer.isin(fixed)]
+        budget = _random_budget(rng, layers, fixed)
+        expected = _brute_force(layers, table, budget, fixed)
+        if expected is None:
+            with pytest.raises(MpqbenchError, match="infeasible|status"):
+                solve_ilp(table, layers, budget, fixed)
+            continue
+        result = solve_ilp(table, layers, budget, fixed)
+        assert result.status == "Optimal"
+        assert result.objective == pytest.approx(expected[0], rel=1e-9, abs=1e-12)
+        assert result.bits == expected[1]
+        checked += 1
+    assert checked >= 50
+
+
+def test_a_tighter_budget_never_raises_total_bits():
+    rng = random.Random(1)
+    layers, table = _instance(rng, 6, CHOICE_SETS[0])
+    sizes = []
+    for ratio in (4, 5, 6, 8, 10, 12, 14, 16):
+        bits = solve_ilp(table, layers, Budget(compression_ratio=ratio)).bits
+        sizes.append(cost_summary(layers, bits)["size_mib"])
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes[0] > sizes[-1]
+
+
+def test_infeasible_budget_states_the_smallest_feasible_value():
+    layers = [LayerCost("a", "conv", 1000, 10), LayerCost("b", "conv", 3000, 10)]
+    table = pd.DataFrame([(n, w, 8, 1.0 / w) for n in "ab" for w in (2, 4, 8)],
+                         columns=["layer", "w_bits", "a_bits", "score"])
+    smallest = 4000 * 2 / 8 / 2**20
+    with pytest.raises(MpqbenchError, match=f"smallest feasible value is {smallest:.6g} MiB"):
+        solve_ilp(table, layers, Budget(size_mib=smallest * 0.9))
+    result = solve_ilp(table, layers, Budget(size_mib=smallest))
+    assert result.bits == {"a": (2, 8), "b": (2, 8)}
+
+
+def test_tied_layers_take_the_same_choice():
+    layers = [LayerCost("a", "conv", 100, 10), LayerCost("b", "conv", 100, 10)]
+    # alone, "a" would take 8 bits and "b" 2 bits; tied, both must match
+    table = pd.DataFrame([("a", 2, 8, 10.0), ("a", 8, 8, 0.0), ("b", 2, 8, 0.0),
+                          ("b", 8, 8, 1.0)], columns=["layer", "w_bits", "a_bits", "score"])
+    free = solve_ilp(table, layers, Budget(mean_w_bits=8))
+    assert free.bits == {"a": (8, 8), "b": (2, 8)}
+    tied = solve_ilp(table, layers, Budget(mean_w_bits=8), ties=[["a", "b"]])
+    assert tied.bits == {"a": (8, 8), "b": (8, 8)} and tied.objective == 1.0
+
+
+def test_bad_tables_and_unknown_layers_are_refused():
+    layers = [LayerCost("a", "conv", 100, 10)]
+    with pytest.raises(MpqbenchError, match="lacks columns"):
+        solve_ilp(pd.DataFrame({"layer": ["a"]}), layers, Budget(mean_w_bits=4))
+    table = pd.DataFrame([("zz", 4, 8, 1.0)], columns=["layer", "w_bits", "a_bits", "score"])
+    with pytest.raises(MpqbenchError, match=r"\['zz'\] are not quantizable layers"):
+        solve_ilp(table, layers, Budget(mean_w_bits=4))
+    with pytest.raises(MpqbenchError, match="unknown budget keys"):
+        Budget.from_dict({"size": 1})
+    assert Budget.from_dict({"bitops_equiv": "W3A3"}).bitops_equiv == (3, 3)
+
+
+def test_resnet20_budget_conventions_with_fixed_first_and_last_layers():
+    layers = layer_costs(build_model("resnet20", 10), (3, 32, 32))
+    fixed = {"conv1": (8, 8), "linear": (8, 8)}
+    table = pd.DataFrame([(layer.name, w, 8, 1.0 / w) for layer in layers[1:-1]
+                          for w in (2, 3, 4, 5, 6, 8)],
+                         columns=["layer", "w_bits", "a_bits", "score"])
+    result = solve_ilp(table, layers, Budget(compression_ratio=8), fixed)
+    summary = cost_summary(layers, result.bits)
+    assert summary["compression_ratio"] >= 8 - 1e-9
+    assert result.bits["conv1"] == (8, 8) and result.bits["linear"] == (8, 8)
+    # W4A4-equivalent BitOps: searchable layers at 4x4, the fixed ones at 8x8
+    (limit,) = Budget(bitops_equiv=(4, 4)).limits(layers, fixed)
+    expected = (layers[0].macs + layers[-1].macs) * 64 + sum(ly.macs for ly in layers[1:-1]) * 16
+    assert limit.bound == expected
