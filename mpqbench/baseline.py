@@ -54,5 +54,6 @@ def fp_baseline_run(
                 "total_s": time.perf_counter() - start,
                 "eval_images_per_s": result.images_per_s},
         provenance=provenance(settings["seed"], settings["profile"], device),
+        extra={"per_class_top1": dict(zip(splits.classes, per_class.tolist(), strict=True))},
     )
     return record, result, per_class

@@ -124,6 +124,13 @@ class Limit:
     def total(self, layers: list[LayerCost], bits: Bits) -> float:
         return sum(self.coefficient(layer, *bits[layer.name]) for layer in layers)
 
+    def recount(self, layers: list[LayerCost], bits: Bits) -> float:
+        """The same total through the other code path, ``cost_summary`` (an independent check)."""
+        summary = cost_summary(layers, bits)
+        if self.kind == "bitops":
+            return summary["bitops_g"] * 1e9
+        return summary["size_mib"] * 8 * 2**20
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -178,12 +185,17 @@ class Budget:
                 f"unknown budget keys {sorted(unknown)}; use {sorted(cls.__dataclass_fields__)}"
             )
         equiv = spec.get("bitops_equiv")
-        if isinstance(equiv, str):
-            match = re.fullmatch(r"W(\d+)A(\d+)", equiv)
-            if not match:
-                raise MpqbenchError(f"bitops_equiv {equiv!r} must look like 'W4A4'")
-            spec["bitops_equiv"] = (int(match[1]), int(match[2]))
+        if equiv is not None:
+            match = re.fullmatch(r"W(\d+)A(\d+)", str(equiv))
+            if isinstance(equiv, (list, tuple)) and len(equiv) == 2:
+                spec["bitops_equiv"] = (int(equiv[0]), int(equiv[1]))
+            elif match:
+                spec["bitops_equiv"] = (int(match[1]), int(match[2]))
+            else:
+                raise MpqbenchError(f"bitops_equiv {equiv!r} must look like 'W4A4' or [4, 4]")
         for key, value in spec.items():
-            if key != "bitops_equiv" and value is not None and value <= 0:
-                raise MpqbenchError(f"budget {key} must be positive, got {value}")
+            if key == "bitops_equiv" or value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise MpqbenchError(f"budget {key} must be a positive number, got {value!r}")
         return cls(**spec)

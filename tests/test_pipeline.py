@@ -54,6 +54,9 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
     assert run["provenance"]["profile"] == "smoke" and run["provenance"]["git_commit"]
     assert run["accuracy"]["test_images"] == 500 and 60 < run["accuracy"]["top1"] <= 100
     assert run["cost"]["compression_ratio"] == 1.0
+    per_class = run["extra"]["per_class_top1"]
+    assert len(per_class) == 10 and min(per_class.values()) <= run["accuracy"]["top1"] <= max(
+        per_class.values())
     metrics = json.loads((repo / "results/metrics/checkpoint-resnet20.json").read_text())
     assert metrics["finetune_epochs"] == 1 and metrics["dataset_variant"] == "cifar10-jpeg"
     assert metrics["test_top1"] == pytest.approx(run["accuracy"]["top1"])  # same seeded subset

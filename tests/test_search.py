@@ -36,7 +36,8 @@ def _brute_force(layers, table, budget, fixed):
         bits = dict(fixed)
         bits.update({layer.name: (int(c.w_bits), int(c.a_bits))
                      for layer, c in zip(searchable, combo, strict=True)})
-        if all(lim.total(layers, bits) <= lim.bound * (1 + 1e-9) for lim in limits):
+        # feasibility through cost_summary, a code path the solver's constraints do not use
+        if all(lim.recount(layers, bits) <= lim.bound * (1 + 1e-9) for lim in limits):
             score = sum(c.score for c in combo)
             if best is None or score < best[0]:
                 best = (score, bits)
@@ -125,6 +126,19 @@ def test_bad_tables_and_unknown_layers_are_refused():
     with pytest.raises(MpqbenchError, match="unknown budget keys"):
         Budget.from_dict({"size": 1})
     assert Budget.from_dict({"bitops_equiv": "W3A3"}).bitops_equiv == (3, 3)
+    assert Budget.from_dict({"bitops_equiv": [4, 2]}).bitops_equiv == (4, 2)
+    with pytest.raises(MpqbenchError, match="ratio must be a positive number, got '8x'"):
+        Budget.from_dict({"compression_ratio": "8x"})
+    with pytest.raises(MpqbenchError, match="must look like 'W4A4'"):
+        Budget.from_dict({"bitops_equiv": "4bit"})
+
+
+def test_mean_bits_limit_recounts_to_the_same_total():
+    layers = layer_costs(build_model("resnet20", 10), (3, 32, 32))
+    bits = {layer.name: (2 + i % 5, 8) for i, layer in enumerate(layers)}
+    for budget in (Budget(size_mib=1), Budget(bitops_g=1), Budget(mean_w_bits=4)):
+        (limit,) = budget.limits(layers)
+        assert limit.recount(layers, bits) == pytest.approx(limit.total(layers, bits))
 
 
 def test_resnet20_budget_conventions_with_fixed_first_and_last_layers():
