@@ -7,7 +7,14 @@ import pytest
 from mpqbench.cost import Budget, LayerCost, cost_summary, layer_costs
 from mpqbench.errors import MpqbenchError
 from mpqbench.models import build_model
-from mpqbench.search import solve_ilp, uniform_bits
+from mpqbench.search import (
+    best_uniform,
+    random_bits,
+    search,
+    solve_ilp,
+    solve_pareto,
+    uniform_bits,
+)
 
 CHOICE_SETS = [
     [(2, 8), (4, 8), (6, 8), (8, 8)],  # weight bits alone
@@ -155,3 +162,76 @@ def test_resnet20_budget_conventions_with_fixed_first_and_last_layers():
     (limit,) = Budget(bitops_equiv=(4, 4)).limits(layers, fixed)
     expected = (layers[0].macs + layers[-1].macs) * 64 + sum(ly.macs for ly in layers[1:-1]) * 16
     assert limit.bound == expected
+
+
+def test_pareto_dp_matches_brute_force_on_size_budgets():
+    rng = random.Random(2)
+    checked = 0
+    for trial in range(40):
+        layers, table = _instance(rng, rng.randint(2, 6), CHOICE_SETS[trial % 2])
+        fixed = {layers[-1].name: (8, 8)} if trial % 2 else {}
+        table = table[~table.layer.isin(fixed)]
+        t = rng.uniform(0.1, 0.9)
+        budget = [Budget(mean_w_bits=2 + 6 * t), Budget(compression_ratio=32 / (2 + 6 * t)),
+                  Budget(size_mib=cost_summary(layers, uniform_bits(layers, 5, 8))["size_mib"]
+                         * (0.5 + t))][trial % 3]
+        expected = _brute_force(layers, table, budget, fixed)
+        if expected is None:
+            with pytest.raises(MpqbenchError, match="infeasible"):
+                solve_pareto(table, layers, budget, fixed)
+            continue
+        result = solve_pareto(table, layers, budget, fixed)
+        assert result.objective == pytest.approx(expected[0], rel=1e-9, abs=1e-12)
+        assert cost_summary(layers, result.bits)["size_mib"] <= budget.limits(
+            layers, fixed)[0].bound / 8 / 2**20 * (1 + 1e-9)
+        checked += 1
+    assert checked >= 30
+
+
+def test_pareto_dp_and_ilp_agree_on_resnet20():
+    layers = layer_costs(build_model("resnet20", 10), (3, 32, 32))
+    fixed = {"conv1": (8, 8), "linear": (8, 8)}
+    rng = random.Random(3)
+    table = pd.DataFrame([(layer.name, w, 8, rng.uniform(0.5, 2) * 4.0 ** -w)
+                          for layer in layers[1:-1] for w in (2, 3, 4, 5, 6, 8)],
+                         columns=["layer", "w_bits", "a_bits", "score"])
+    for ratio in (6, 8, 10, 12):
+        ilp = solve_ilp(table, layers, Budget(compression_ratio=ratio), fixed)
+        dp = search("pareto", table, layers, Budget(compression_ratio=ratio), fixed)
+        assert dp.objective == pytest.approx(ilp.objective, rel=1e-9)
+        assert dp.solver == "pareto-dp" and dp.bits["conv1"] == (8, 8)
+    with pytest.raises(MpqbenchError, match="size budgets only"):
+        solve_pareto(table, layers, Budget(bitops_equiv=(4, 8)), fixed)
+
+
+def test_random_policies_meet_the_budget_and_repeat_with_the_seed():
+    layers = layer_costs(build_model("resnet20", 10), (3, 32, 32))
+    fixed = {"conv1": (8, 8), "linear": (8, 8)}
+    choices = [(w, a) for w in (2, 4, 8) for a in (4, 8)]
+    budget = Budget(compression_ratio=8, bitops_equiv=(4, 8))
+    limits = budget.limits(layers, fixed)
+    seen = set()
+    for seed in range(20):
+        bits = random_bits(choices, layers, budget, fixed, seed)
+        assert all(lim.recount(layers, bits) <= lim.bound * (1 + 1e-9) for lim in limits)
+        assert bits == random_bits(choices, layers, budget, fixed, seed)
+        assert bits["linear"] == (8, 8) and set(bits) == {layer.name for layer in layers}
+        seen.add(tuple(sorted(bits.items())))
+    assert len(seen) == 20
+    with pytest.raises(MpqbenchError, match="infeasible"):
+        random_bits(choices, layers, Budget(compression_ratio=100), fixed)
+
+
+def test_best_uniform_takes_the_highest_choice_that_fits():
+    layers = layer_costs(build_model("resnet20", 10), (3, 32, 32))
+    fixed = {"conv1": (8, 8), "linear": (8, 8)}
+    choices = [(w, 8) for w in (2, 3, 4, 5, 6, 8)]
+    bits = best_uniform(choices, layers, Budget(compression_ratio=8), fixed)
+    # 4-bit everywhere but two 8-bit layers is under 8x; 3-bit is the highest that fits
+    assert bits["layer1.0.conv1"] == (3, 8)
+    assert cost_summary(layers, bits)["compression_ratio"] >= 8
+    assert cost_summary(layers, uniform_bits(layers, 4, 8, fixed))["compression_ratio"] < 8
+    with pytest.raises(MpqbenchError, match="no uniform choice"):
+        best_uniform(choices, layers, Budget(compression_ratio=30), fixed)
+    with pytest.raises(MpqbenchError, match="unknown solver 'greedy'; known: ilp, pareto"):
+        search("greedy", pd.DataFrame(), layers, Budget(mean_w_bits=4))

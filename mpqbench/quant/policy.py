@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mpqbench.cost import Bits
+from mpqbench.cost import Bits, LayerCost
 from mpqbench.errors import MpqbenchError
 
 POLICY_SCHEMA_VERSION = 1
@@ -89,3 +89,14 @@ def load_policy(path: str | Path, layer_names: list[str] | None = None) -> Polic
     except (OSError, json.JSONDecodeError) as exc:
         raise MpqbenchError(f"cannot read policy {path} ({exc})") from exc
     return validate_policy(data, layer_names, str(path))
+
+
+def default_fixed(layers: list[LayerCost], w_bits: int = 8, a_bits: int = 8) -> Bits:
+    """The layers kept out of the search: the first conv and the last linear, at W8A8.
+
+    Both still count in every budget. ``layers`` in definition order (``cost.layer_costs``).
+    """
+    convs = [layer.name for layer in layers if layer.kind == "conv"]
+    linears = [layer.name for layer in layers if layer.kind == "linear"]
+    names = ([convs[0]] if convs else []) + ([linears[-1]] if linears else [])
+    return {name: (w_bits, a_bits) for name in names}

@@ -120,3 +120,36 @@ def quantize_tensor(x: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
     scale, zero = scale_zero_point(lo, hi, scheme)
     return fake_quantize(x, scale, zero, scheme.qmin, scheme.qmax,
                          scheme.axis if scheme.per_channel else None)
+
+
+def grad_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` in the forward pass; its gradient multiplied by ``factor`` in the backward pass."""
+    return (x - x * factor).detach() + x * factor
+
+
+def lsq_quantize(
+    x: torch.Tensor, step: torch.Tensor, qmin: int, qmax: int, axis: int | None = None,
+    gradient_scale: float = 1.0,
+) -> torch.Tensor:
+    """LSQ fake quantization (Esser et al., ICLR 2020): ``clamp(round(x / s), qmin, qmax) * s``.
+
+    The step ``s`` (scalar, or 1-D along ``axis``) is learned; its gradient is, per element,
+    ``round(x/s) - x/s`` inside the range and ``qmin`` / ``qmax`` outside it, times
+    ``gradient_scale`` (the paper uses ``1 / sqrt(numel * qmax)``, see ``lsq_gradient_scale``).
+    """
+    s = _broadcast(grad_scale(step, gradient_scale), x, axis)
+    # clamp before rounding: the gradient mask and the step's gradient follow the paper's eq. 3
+    # exactly (x / s just above qmax rounds into range but is still outside it)
+    return round_ste(torch.clamp(x / s, qmin, qmax)) * s
+
+
+def lsq_gradient_scale(numel: int, qmax: int) -> float:
+    """Esser et al. (2020), sec. 2.2: ``g = 1 / sqrt(N * Q_P)``, N elements per step."""
+    return 1.0 / (numel * max(qmax, 1)) ** 0.5
+
+
+def lsq_init_step(x: torch.Tensor, qmax: int, per_channel: bool, axis: int = 0) -> torch.Tensor:
+    """Esser et al. (2020): ``s0 = 2 * mean(|x|) / sqrt(Q_P)``, per tensor or per channel."""
+    x = x.detach().abs()
+    mean = x.transpose(0, axis).reshape(x.shape[axis], -1).mean(1) if per_channel else x.mean()
+    return (2 * mean / max(qmax, 1) ** 0.5).clamp(min=1e-8)

@@ -1,0 +1,331 @@
+"""Quantized layers and putting a Policy onto a model.
+
+``QuantConv2d`` / ``QuantLinear`` subclass ``nn.Conv2d`` / ``nn.Linear``, so module paths,
+state-dict keys and the cost model see the same layers as in the FP model. Each holds a weight
+quantizer and an input-activation quantizer (either may be ``None``: full precision).
+
+Quantizers, by registry name:
+- ``static``: scale and zero point from an observer (PTQ). Weights: symmetric, signed, per
+  output channel, calibrated from the weight at once. Inputs: affine, unsigned, per tensor,
+  calibrated by running data through the model in ``observe`` mode.
+- ``lsq``: learned step size (Esser et al. 2020), weights per channel, inputs per tensor.
+- ``multi_lsq``: one learned step per candidate bit width, one of them active (LIMPQ).
+
+A bit width of 32 or more means "not quantized".
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mpqbench.cost import Bits, quantizable_layers
+from mpqbench.errors import MpqbenchError
+from mpqbench.quant.observers import Observer, make_observer
+from mpqbench.quant.policy import Policy
+from mpqbench.quant.quantizers import (
+    QuantScheme,
+    fake_quantize,
+    lsq_gradient_scale,
+    lsq_init_step,
+    lsq_quantize,
+)
+from mpqbench.registry import Registry
+
+FP_BITS = 32
+QuantizerFactory = Callable[..., nn.Module]
+QUANTIZERS: Registry[QuantizerFactory] = Registry("quantizer")
+
+
+def weight_scheme(bits: int) -> QuantScheme:
+    return QuantScheme(bits, signed=True, symmetric=True, per_channel=True, axis=0)
+
+
+def input_scheme(bits: int) -> QuantScheme:
+    return QuantScheme(bits, signed=False, symmetric=False, per_channel=False)
+
+
+class StaticQuantizer(nn.Module):
+    """Fixed scale and zero point (buffers), set by an observer.
+
+    Modes: ``off`` (identity), ``observe`` (identity, feeding the observer), ``on``.
+    """
+
+    def __init__(self, scheme: QuantScheme, observer: str = "minmax") -> None:
+        super().__init__()
+        self.scheme = scheme
+        self.bits = scheme.bits
+        self.observer_name = observer
+        self.mode = "off"
+        self.calibrated = False
+        self.observer: Observer | None = None
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("zero_point", torch.zeros(()))
+
+    def start_observing(self) -> None:
+        self.observer = make_observer(self.observer_name, self.scheme)
+        self.mode = "observe"
+
+    def finish_observing(self) -> None:
+        scale, zero = self.observer.qparams()
+        self.set_qparams(scale, zero)
+        self.observer = None
+
+    def set_qparams(self, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
+        self.scale = scale.to(self.scale.device)
+        self.zero_point = zero_point.to(self.zero_point.device)
+        self.calibrated = True
+        self.mode = "on"
+
+    def calibrate_now(self, x: torch.Tensor) -> None:
+        self.start_observing()
+        self.observer.observe(x)
+        self.finish_observing()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "on":
+            axis = self.scheme.axis if self.scheme.per_channel else None
+            return fake_quantize(x, self.scale, self.zero_point, self.scheme.qmin,
+                                 self.scheme.qmax, axis)
+        if self.mode == "observe":
+            self.observer.observe(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, mode={self.mode}, observer={self.observer_name}"
+
+
+class LsqQuantizer(nn.Module):
+    """A learned step (Esser et al. 2020), initialized from the first tensor it sees."""
+
+    def __init__(self, scheme: QuantScheme, channels: int | None = None) -> None:
+        super().__init__()
+        self.scheme = scheme
+        self.bits = scheme.bits
+        shape = (channels,) if scheme.per_channel else ()
+        self.step = nn.Parameter(torch.ones(shape))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def init_from(self, x: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.step.copy_(lsq_init_step(x, self.scheme.qmax, self.scheme.per_channel,
+                                          self.scheme.axis))
+        self.initialized.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.initialized:
+            self.init_from(x)
+        per_step = x.numel() // self.step.numel()
+        axis = self.scheme.axis if self.scheme.per_channel else None
+        return lsq_quantize(x, self.step, self.scheme.qmin, self.scheme.qmax, axis,
+                            lsq_gradient_scale(per_step, self.scheme.qmax))
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
+class MultiBitLsqQuantizer(nn.Module):
+    """One LsqQuantizer per candidate bit width; ``bits`` selects the active one.
+
+    LIMPQ (Tang et al., ECCV 2022) trains all of them at once, drawing the active width at
+    random each step; the learned steps are the layer's importance indicators.
+    """
+
+    def __init__(self, candidates: Iterable[int], make_scheme: Callable[[int], QuantScheme],
+                 channels: int | None = None) -> None:
+        super().__init__()
+        self.candidates = sorted(set(candidates))
+        if not self.candidates:
+            raise MpqbenchError("a multi-bit quantizer needs at least one candidate bit width")
+        self.per_bits = nn.ModuleDict(
+            {str(b): LsqQuantizer(make_scheme(b), channels) for b in self.candidates})
+        self.bits = self.candidates[-1]
+
+    def set_bits(self, bits: int) -> None:
+        if bits not in self.candidates:
+            raise MpqbenchError(f"bit width {bits} is not a candidate ({self.candidates})")
+        self.bits = bits
+
+    def step(self, bits: int) -> torch.Tensor:
+        return self.per_bits[str(bits)].step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.per_bits[str(self.bits)](x)
+
+    def extra_repr(self) -> str:
+        return f"candidates={self.candidates}, active={self.bits}"
+
+
+@QUANTIZERS.register("static")
+def _static(role: str, bits: int, module: nn.Module, weight_observer: str = "minmax",
+            input_observer: str = "minmax", **_: object) -> nn.Module:
+    if role == "weight":
+        quantizer = StaticQuantizer(weight_scheme(bits), weight_observer)
+        quantizer.calibrate_now(module.weight)
+        return quantizer
+    return StaticQuantizer(input_scheme(bits), input_observer)
+
+
+@QUANTIZERS.register("lsq")
+def _lsq(role: str, bits: int, module: nn.Module, **_: object) -> nn.Module:
+    if role == "weight":
+        quantizer = LsqQuantizer(weight_scheme(bits), module.weight.shape[0])
+        quantizer.init_from(module.weight)
+        return quantizer
+    return LsqQuantizer(input_scheme(bits))
+
+
+@QUANTIZERS.register("multi_lsq")
+def _multi_lsq(role: str, bits: int, module: nn.Module, candidates: Iterable[int] = (),
+               **_: object) -> nn.Module:
+    candidates = sorted(set(candidates) | {bits})
+    if role == "weight":
+        quantizer = MultiBitLsqQuantizer(candidates, weight_scheme, module.weight.shape[0])
+        for b in candidates:
+            quantizer.per_bits[str(b)].init_from(module.weight)
+    else:
+        quantizer = MultiBitLsqQuantizer(candidates, input_scheme)
+    quantizer.set_bits(bits)
+    return quantizer
+
+
+class QuantMixin:
+    """The shared state of QuantConv2d and QuantLinear."""
+
+    weight_quantizer: nn.Module | None
+    input_quantizer: nn.Module | None
+
+    def quantized_weight(self) -> torch.Tensor:
+        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+
+    def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.input_quantizer is None else self.input_quantizer(x)
+
+    @property
+    def w_bits(self) -> int:
+        return FP_BITS if self.weight_quantizer is None else self.weight_quantizer.bits
+
+    @property
+    def a_bits(self) -> int:
+        return FP_BITS if self.input_quantizer is None else self.input_quantizer.bits
+
+
+class QuantConv2d(QuantMixin, nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(self.quantized_input(x), self.quantized_weight(), self.bias)
+
+
+class QuantLinear(QuantMixin, nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
+
+
+def _to_quant(module: nn.Module) -> nn.Module:
+    """A QuantConv2d / QuantLinear sharing ``module``'s parameters, quantizers unset."""
+    quant = copy.copy(module)  # shares parameters and buffers, keeps every constructor setting
+    quant.__class__ = QuantConv2d if isinstance(module, nn.Conv2d) else QuantLinear
+    quant._parameters = dict(module._parameters)
+    quant._buffers = dict(module._buffers)
+    quant._modules = dict(module._modules)
+    quant.weight_quantizer = None
+    quant.input_quantizer = None
+    return quant
+
+
+def image_input_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
+    """Names of the quantizable layers that receive the model's input tensor itself."""
+    seen: list[str] = []
+    x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
+    hooks = [module.register_forward_pre_hook(
+        lambda mod, inputs, name=name: seen.append(name) if inputs[0] is x else None)
+        for name, module in quantizable_layers(model)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return seen
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def quantize_model(
+    model: nn.Module,
+    bits: Bits | Policy,
+    input_shape: tuple[int, ...],
+    weight_quantizer: str = "static",
+    input_quantizer: str = "static",
+    quantize_image_input: bool = False,
+    **quantizer_options: object,
+) -> nn.Module:
+    """A copy of ``model`` with every layer named in ``bits`` replaced by its Quant* twin.
+
+    ``bits``: ``{layer: (w_bits, a_bits)}`` or a Policy, covering every Conv2d / Linear.
+    The layers fed by the image itself keep a full-precision input unless
+    ``quantize_image_input`` (the image is 8-bit by nature; the cost model counts it as 8).
+    ``quantizer_options`` go to the quantizer factories (static: ``weight_observer``,
+    ``input_observer``; multi_lsq: ``candidates``).
+    Static input quantizers start in ``off`` mode: calibrate them (see ``ptq.calibrate``).
+    """
+    bits = bits.bits() if isinstance(bits, Policy) else dict(bits)
+    names = [name for name, _ in quantizable_layers(model)]
+    unknown = sorted(set(bits) - set(names))
+    if unknown:
+        raise MpqbenchError(f"layers {unknown} are not quantizable layers of the model "
+                            f"(known: {', '.join(names)})")
+    missing = [name for name in names if name not in bits]
+    if missing:
+        raise MpqbenchError(f"no bits for layers {missing}; a policy covers every layer")
+    weight_factory = QUANTIZERS.get(weight_quantizer)
+    input_factory = QUANTIZERS.get(input_quantizer)
+    quantized = copy.deepcopy(model)
+    image_layers = set() if quantize_image_input else set(image_input_layers(quantized,
+                                                                              input_shape))
+    for name in names:
+        module = quantized.get_submodule(name)
+        w_bits, a_bits = bits[name]
+        quant = _to_quant(module)
+        if w_bits < FP_BITS:
+            quant.weight_quantizer = weight_factory("weight", w_bits, quant, **quantizer_options)
+        if a_bits < FP_BITS and name not in image_layers:
+            quant.input_quantizer = input_factory("input", a_bits, quant, **quantizer_options)
+        _set_submodule(quantized, name, quant)
+    return quantized
+
+
+def quant_layers(model: nn.Module) -> list[tuple[str, QuantMixin]]:
+    """(name, module) of every QuantConv2d / QuantLinear."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantMixin)]
+
+
+def model_bits(model: nn.Module) -> Bits:
+    """The (w_bits, a_bits) every quantized layer runs at (32: full precision)."""
+    return {name: (m.w_bits, m.a_bits) for name, m in quant_layers(model)}
+
+
+def set_input_quantizer_mode(model: nn.Module, mode: str) -> None:
+    """Put every static input quantizer in ``off``, ``observe`` or ``on`` mode."""
+    for name, module in quant_layers(model):
+        quantizer = module.input_quantizer
+        if isinstance(quantizer, StaticQuantizer):
+            if mode == "observe":
+                quantizer.start_observing()
+            elif mode == "on" and quantizer.mode == "observe":
+                quantizer.finish_observing()
+            elif mode == "on" and not quantizer.calibrated:
+                raise MpqbenchError(f"input quantizer of {name} was never calibrated; "
+                                    "observe calibration batches first")
+            else:
+                quantizer.mode = mode
