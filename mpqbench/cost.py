@@ -106,6 +106,16 @@ def cost_summary(layers: list[LayerCost], bits: dict[str, tuple[int, int]]) -> d
 Bits = dict[str, tuple[int, int]]  # layer name -> (w_bits, a_bits)
 
 
+def parse_wa(spec: str | list | tuple) -> tuple[int, int]:
+    """``"W4A8"`` or ``[4, 8]`` -> ``(4, 8)``: weight bits, activation bits."""
+    if isinstance(spec, (list, tuple)) and len(spec) == 2:
+        return int(spec[0]), int(spec[1])
+    match = re.fullmatch(r"W(\d+)A(\d+)", str(spec))
+    if not match:
+        raise MpqbenchError(f"bit pair {spec!r} must look like 'W4A4' or [4, 4]")
+    return int(match[1]), int(match[2])
+
+
 @dataclass(frozen=True)
 class Limit:
     """One linear constraint: sum over layers of ``coefficient(layer, w, a)`` <= ``bound``."""
@@ -184,15 +194,8 @@ class Budget:
             raise MpqbenchError(
                 f"unknown budget keys {sorted(unknown)}; use {sorted(cls.__dataclass_fields__)}"
             )
-        equiv = spec.get("bitops_equiv")
-        if equiv is not None:
-            match = re.fullmatch(r"W(\d+)A(\d+)", str(equiv))
-            if isinstance(equiv, (list, tuple)) and len(equiv) == 2:
-                spec["bitops_equiv"] = (int(equiv[0]), int(equiv[1]))
-            elif match:
-                spec["bitops_equiv"] = (int(match[1]), int(match[2]))
-            else:
-                raise MpqbenchError(f"bitops_equiv {equiv!r} must look like 'W4A4' or [4, 4]")
+        if spec.get("bitops_equiv") is not None:
+            spec["bitops_equiv"] = parse_wa(spec["bitops_equiv"])
         for key, value in spec.items():
             if key == "bitops_equiv" or value is None:
                 continue

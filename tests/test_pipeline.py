@@ -48,8 +48,7 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
 
     _run(["dvc", "repro"], repo, env)
 
-    (run_file,) = (repo / "results" / "runs").rglob("*.json")
-    run = json.loads(run_file.read_text())
+    run = json.loads((repo / "results/runs/fp_baseline-resnet20/fp-resnet20.json").read_text())
     assert run["method"] == "fp" and run["dataset_variant"] == "cifar10-jpeg"
     assert run["provenance"]["profile"] == "smoke" and run["provenance"]["git_commit"]
     assert run["accuracy"]["test_images"] == 500 and 60 < run["accuracy"]["top1"] <= 100
@@ -62,7 +61,20 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
     assert metrics["test_top1"] == pytest.approx(run["accuracy"]["top1"])  # same seeded subset
     rendered = repo / "results/notebooks/fp_baseline-resnet20"
     assert (rendered / "fp_baseline.ipynb").is_file() and (rendered / "fp_baseline.html").is_file()
-    assert "fp-resnet20" in (repo / "results/summary.csv").read_text()
+    summary = (repo / "results/summary.csv").read_text()
+    assert "fp-resnet20" in summary
+
+    uniform = {p.stem: json.loads(p.read_text())
+               for p in (repo / "results/runs/uniform-resnet20").glob("*.json")}
+    assert len(uniform) == 10 and all(f"{key}," in summary for key in uniform)
+    w8 = uniform["uniform-resnet20-W8A8-nearest"]
+    assert w8["accuracy"]["fp_top1"] == pytest.approx(run["accuracy"]["top1"])
+    assert abs(w8["accuracy"]["drop"]) <= 2.0  # 500 images; quick profile: 0.08 on 10,000
+    assert uniform["uniform-resnet20-W2A8-nearest"]["accuracy"]["top1"] < 40
+    assert w8["policy"]["layers"]["linear"] == {"w_bits": 8, "a_bits": 8}
+    assert uniform["uniform-resnet20-W4A8-adaround"]["cost"]["compression_ratio"] == (
+        pytest.approx(7.968, abs=1e-3))  # 4-bit everywhere but the 8-bit stem and classifier
+    assert (repo / "results/notebooks/uniform-resnet20/uniform.html").is_file()
 
     second = _run(["dvc", "repro"], repo, env)
     assert "Data and pipelines are up to date" in second

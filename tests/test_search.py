@@ -136,7 +136,7 @@ def test_bad_tables_and_unknown_layers_are_refused():
     assert Budget.from_dict({"bitops_equiv": [4, 2]}).bitops_equiv == (4, 2)
     with pytest.raises(MpqbenchError, match="ratio must be a positive number, got '8x'"):
         Budget.from_dict({"compression_ratio": "8x"})
-    with pytest.raises(MpqbenchError, match="must look like 'W4A4'"):
+    with pytest.raises(MpqbenchError, match="'4bit' must look like 'W4A4'"):
         Budget.from_dict({"bitops_equiv": "4bit"})
 
 
