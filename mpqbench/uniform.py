@@ -1,8 +1,8 @@
 """Uniform baselines: every searchable layer at one (w_bits, a_bits), through the PTQ protocol.
 
-The first conv and the last linear stay at W8A8 (``quant.policy.default_fixed``), as in every
-other method, so a uniform run and a mixed-precision run at the same size differ only in how
-the bits are spread.
+The first conv and the last linear stay at W8A8 (``quant.policy.default_fixed``; params.yaml
+``fix_first_last: false`` puts them at the uniform width too), as in every other method, so a
+uniform run and a mixed-precision run at the same size differ only in how the bits are spread.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from mpqbench.cost import layer_costs, parse_wa
 from mpqbench.data import Splits
 from mpqbench.evaluate import evaluate
 from mpqbench.ptq import PtqConfig, PtqResult, run_ptq
-from mpqbench.quant.policy import default_fixed
+from mpqbench.quant.policy import fixed_layers
 from mpqbench.results import RunRecord
 from mpqbench.runs import quantized_run_record
 from mpqbench.search import uniform_bits
@@ -35,7 +35,7 @@ def uniform_ptq_run(
     start = time.perf_counter()
     w_bits, a_bits = parse_wa(config)
     layers = layer_costs(model, splits.input_shape)
-    fixed = default_fixed(layers)
+    fixed = fixed_layers(layers, settings)
     bits = uniform_bits(layers, w_bits, a_bits, fixed)
     ptq_config = PtqConfig.from_dict(settings.get("ptq"))
     ptq = run_ptq(model, bits, splits.train, splits.input_shape, rounding, ptq_config, device,

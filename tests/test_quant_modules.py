@@ -17,7 +17,7 @@ from mpqbench.quant.modules import (
     quantize_model,
     set_input_quantizer_mode,
 )
-from mpqbench.quant.policy import Policy, default_fixed
+from mpqbench.quant.policy import Policy, default_fixed, fixed_layers
 from mpqbench.search import uniform_bits
 
 SHAPE = (3, 32, 32)
@@ -177,3 +177,11 @@ def test_static_quantizer_modes():
     assert torch.equal(quantizer(x), x)
     quantizer.finish_observing()
     assert torch.allclose(quantizer(x), torch.tensor([0.0, 1.0, 3.0, 3.0]))
+
+
+def test_fixed_layers_follow_the_setting():
+    layers = layer_costs(build_model("resnet20", 10), SHAPE)
+    assert fixed_layers(layers, {}) == {"conv1": (8, 8), "linear": (8, 8)}
+    assert fixed_layers(layers, {"fix_first_last": False}) == {}
+    assert uniform_bits(layers, 4, 4, fixed_layers(layers, {"fix_first_last": False}))[
+        "conv1"] == (4, 4)

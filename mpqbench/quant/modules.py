@@ -29,7 +29,6 @@ from mpqbench.quant.observers import Observer, make_observer
 from mpqbench.quant.policy import Policy
 from mpqbench.quant.quantizers import (
     QuantScheme,
-    fake_quantize,
     lsq_gradient_scale,
     lsq_init_step,
     lsq_quantize,
@@ -88,9 +87,14 @@ class StaticQuantizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "on":
-            axis = self.scheme.axis if self.scheme.per_channel else None
-            return fake_quantize(x, self.scale, self.zero_point, self.scheme.qmin,
-                                 self.scheme.qmax, axis)
+            # torch's fused kernels: one pass, the same values and input gradient as
+            # quantizers.fake_quantize (tests/test_quantizers.py); the scale is not learned
+            zero = self.zero_point.to(torch.int32)
+            if self.scheme.per_channel:
+                return torch.fake_quantize_per_channel_affine(
+                    x, self.scale, zero, self.scheme.axis, self.scheme.qmin, self.scheme.qmax)
+            return torch.fake_quantize_per_tensor_affine(
+                x, self.scale, zero, self.scheme.qmin, self.scheme.qmax)
         if self.mode == "observe":
             self.observer.observe(x)
         return x

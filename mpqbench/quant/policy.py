@@ -100,3 +100,8 @@ def default_fixed(layers: list[LayerCost], w_bits: int = 8, a_bits: int = 8) -> 
     linears = [layer.name for layer in layers if layer.kind == "linear"]
     names = ([convs[0]] if convs else []) + ([linears[-1]] if linears else [])
     return {name: (w_bits, a_bits) for name in names}
+
+
+def fixed_layers(layers: list[LayerCost], settings: dict[str, Any]) -> Bits:
+    """``default_fixed`` when ``settings["fix_first_last"]`` (the default) is true, else none."""
+    return default_fixed(layers) if settings.get("fix_first_last", True) else {}
