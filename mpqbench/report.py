@@ -58,3 +58,51 @@ def write_summary(runs_dir: str | Path, out_dir: str | Path) -> pd.DataFrame:
     text += markdown_table(df) if len(df) else "No RunRecords yet.\n"
     (out_dir / "summary.md").write_text(text)
     return df
+
+
+def sensitivity_heatmaps(tables: dict, layer_order: list[str]):
+    """One heatmap a metric: layers x weight bits, colour = log10 of the score."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.5 * len(tables), 0.28 * len(layer_order)
+                                                      + 1.5), sharey=True, squeeze=False)
+    for ax, (metric, table) in zip(axes[0], tables.items(), strict=True):
+        grid = table.frame.pivot_table(index="layer", columns="w_bits", values="score")
+        grid = np.log10(grid.loc[layer_order].clip(lower=1e-30))
+        sns.heatmap(grid, ax=ax, cmap="viridis", cbar_kws={"label": "log10 score"})
+        ax.set_title(metric)
+    fig.tight_layout()
+    return fig
+
+
+def policy_bits(runs: list[RunRecord], layer_order: list[str], key: str = "w_bits"
+                ) -> pd.DataFrame:
+    """Layers x runs: each run's ``w_bits`` (or ``a_bits``) per layer, columns by run_id."""
+    return pd.DataFrame({run.run_id: {name: bits[key] for name, bits in run.policy["layers"]
+                                      .items()} for run in runs if run.policy}).loc[layer_order]
+
+
+def accuracy_vs_size(frame: pd.DataFrame, fp_top1: float, hue: str, title: str,
+                     label: str | None = None):
+    """Test top-1 against weight size (MiB), one line per ``hue`` value; FP as a dashed line.
+
+    ``frame``: columns size_mib, top1, ``hue`` and optionally ``label`` (annotated points).
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.lineplot(data=frame, x="size_mib", y="top1", hue=hue, marker="o", ax=ax)
+    if label:
+        for row in frame.drop_duplicates(label).itertuples():
+            ax.annotate(getattr(row, label), (row.size_mib, row.top1), textcoords="offset points",
+                        xytext=(4, -12), fontsize=8)
+    ax.axhline(fp_top1, color="gray", linestyle="--", label=f"FP {fp_top1:.2f}%")
+    ax.set_xlabel("weight size (MiB)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

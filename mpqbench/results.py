@@ -16,6 +16,7 @@ import torch
 from mpqbench.errors import MpqbenchError
 
 SCHEMA_VERSION = 1
+PIPELINE_OUTPUTS = ("results", "dvc.lock")
 TRACKED_PACKAGES = (
     "mpqbench", "torch", "torchvision", "numpy", "pandas", "pulp", "papermill", "dvc",
 )
@@ -68,7 +69,9 @@ def git_state(cwd: str | Path = ".") -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    # outputs the pipeline itself rewrites do not make the code differ from the commit
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                *(f":(exclude){path}" for path in PIPELINE_OUTPUTS))
     return {"git_commit": commit, "git_dirty": bool(dirty) if dirty is not None else None}
 
 

@@ -26,6 +26,7 @@ from mpqbench.search import uniform_bits
 def uniform_ptq_run(
     model: nn.Module, splits: Splits, model_name: str, settings: dict[str, Any],
     device: torch.device | str, fp_top1: float, config: str, rounding: str,
+    method: str = "uniform", run_id: str | None = None,
 ) -> tuple[RunRecord, PtqResult]:
     """One uniform PTQ run, e.g. ``config="W4A8"``, ``rounding="adaround"``, evaluated on test.
 
@@ -44,8 +45,8 @@ def uniform_ptq_run(
     result = evaluate(ptq.model, splits.test, eval_cfg["batch_size"], device,
                       eval_cfg.get("max_images"), desc=f"{config} {rounding}")
     record = quantized_run_record(
-        run_id=f"uniform-{model_name}-W{w_bits}A{a_bits}-{rounding}",
-        method="uniform", model_name=model_name, splits=splits, layers=layers, bits=bits,
+        run_id=run_id or f"{method}-{model_name}-W{w_bits}A{a_bits}-{rounding}",
+        method=method, model_name=model_name, splits=splits, layers=layers, bits=bits,
         result=result, fp_top1=fp_top1, protocol=f"ptq-{rounding}", settings=settings,
         device=device, fixed=fixed, solver="uniform",
         timing={"protocol_s": ptq.seconds["total_s"], **ptq.seconds,

@@ -76,5 +76,16 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
         pytest.approx(7.968, abs=1e-3))  # 4-bit everywhere but the 8-bit stem and classifier
     assert (repo / "results/notebooks/uniform-resnet20/uniform.html").is_file()
 
+    mixed = [json.loads(p.read_text())
+             for p in (repo / "results/runs/first_order_ptq-resnet20").glob("*.json")]
+    assert len(mixed) == 3 * 3 + 2 + 6  # metrics x budgets, 2 uniform points, HAWQ-V3's 6
+    searched = [r for r in mixed if r["method"] == "first_order_ptq" and r["metric"]]
+    assert {r["metric"] for r in searched} == {"first_order", "hessian_trace", "fisher_fit"}
+    for r in searched:  # every policy meets its budget, recounted from the stored policy
+        assert r["cost"]["compression_ratio"] >= r["budget"]["compression_ratio"] - 1e-9
+        assert r["extra"]["solver_status"] == "Optimal" and r["timing"]["sensitivity_s"] > 0
+    hawq = [r for r in mixed if r["method"] == "hawq_v3"]
+    assert {r["bit_candidates"][0] for r in hawq} == {4} and len(hawq) == 6
+
     second = _run(["dvc", "repro"], repo, env)
     assert "Data and pipelines are up to date" in second

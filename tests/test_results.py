@@ -56,3 +56,22 @@ def test_summary_has_one_row_per_run(tmp_path):
     assert summary_table([]).empty
     empty = write_summary(tmp_path / "none", tmp_path / "out2")
     assert empty.empty and "No RunRecords" in (tmp_path / "out2" / "summary.md").read_text()
+
+
+def test_git_state_ignores_pipeline_outputs_but_not_code(tmp_path):
+    import subprocess
+
+    from mpqbench.results import git_state
+
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "run.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "c"]):
+        subprocess.run(git + args, cwd=tmp_path, check=True)
+    assert git_state(tmp_path)["git_dirty"] is False
+    (tmp_path / "results" / "run.json").write_text('{"a": 1}')
+    state = git_state(tmp_path)
+    assert state["git_dirty"] is False and len(state["git_commit"]) == 40
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path)["git_dirty"] is True

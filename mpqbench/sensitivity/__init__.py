@@ -1,0 +1,19 @@
+"""Sensitivity metrics, one module each, registered by name in ``METRICS``.
+
+Every metric returns a ``SensitivityTable``: a tidy frame ``layer, w_bits, a_bits, score``
+(lower = less harmful, additive over layers) plus the measured cost of producing it.
+"""
+
+from mpqbench.sensitivity import first_order, fisher_fit, hessian_trace  # noqa: F401 (register)
+from mpqbench.sensitivity.base import (
+    METRICS,
+    SensitivityContext,
+    SensitivityTable,
+    calibration_context,
+    compute,
+    metric_options,
+    restrict_table,
+)
+
+__all__ = ["METRICS", "SensitivityContext", "SensitivityTable", "calibration_context", "compute",
+           "metric_options", "restrict_table"]
