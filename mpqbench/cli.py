@@ -55,11 +55,20 @@ def cmd_list(args: argparse.Namespace) -> None:
     from mpqbench.config import load_params
     from mpqbench.data import DATASETS
     from mpqbench.models import MODELS
+    from mpqbench.ptq import ROUNDINGS
+    from mpqbench.quant.modules import QUANTIZERS
+    from mpqbench.quant.observers import OBSERVERS
+    from mpqbench.search import SOLVERS
+    from mpqbench.sensitivity import METRICS
 
-    print("models:  ", ", ".join(MODELS.names()))
-    print("datasets:", ", ".join(DATASETS.names()))
+    for kind, registry in (("models", MODELS), ("datasets", DATASETS), ("metrics", METRICS),
+                           ("solvers", SOLVERS), ("quantizers", QUANTIZERS),
+                           ("observers", OBSERVERS), ("roundings", ROUNDINGS)):
+        print(f"{kind + ':':12s}", ", ".join(registry.names()))
     if Path(args.params).is_file():
-        print("profiles:", ", ".join(sorted(load_params(args.params)["profiles"])))
+        params = load_params(args.params)
+        print(f"{'profiles:':12s}", ", ".join(sorted(params["profiles"])))
+        print(f"{'runs:':12s}", ", ".join(params.get("runs", {})))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("list", help="registered models, datasets and profiles")
+    p = sub.add_parser(
+        "list", help="registered models, datasets, metrics, solvers, ...; profiles and runs")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=cmd_list)
     return parser

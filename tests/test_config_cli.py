@@ -41,3 +41,13 @@ def test_bad_input_exits_2_with_a_message(tmp_path, capsys, monkeypatch):
     assert main(["checkpoint", "--model", "resnet20", "--profile", "smoke",
                  "--data-dir", str(tmp_path)]) == 2
     assert "no prepared dataset" in capsys.readouterr().err
+
+
+def test_list_names_every_registry_and_the_runs_of_params(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert main(["list"]) in (0, None)
+    out = capsys.readouterr().out
+    assert "metrics:     first_order, fisher_fit, hessian_trace" in out
+    assert "solvers:     ilp, pareto, random, uniform" in out
+    assert "roundings:   adaround, nearest" in out
+    assert "uniform-resnet20" in out.splitlines()[-1]
