@@ -37,6 +37,20 @@ def cmd_checkpoint(args: argparse.Namespace) -> None:
           f"test top-1; saved {out}")
 
 
+def cmd_policy_bank(args: argparse.Namespace) -> None:
+    from mpqbench.baseline import load_context
+    from mpqbench.config import load_params, profile_settings
+    from mpqbench.policy_bank import build_policy_bank
+
+    settings = profile_settings(args.profile, load_params(args.params))
+    model, _, splits, device = load_context(args.model, settings)
+    out = args.out or f"results/policy_bank/{args.model}.json"
+    bank = build_policy_bank(model, splits, args.model, settings, device, out)
+    drops = [e["drop"] for e in bank["entries"]]
+    print(f"{len(drops)} random policies of {args.model}: validation drop "
+          f"{min(drops):.2f} to {max(drops):.2f} points; saved {out}")
+
+
 def cmd_notebook(args: argparse.Namespace) -> None:
     from mpqbench.notebook import run_notebook
 
@@ -101,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="results/runs")
     p.add_argument("--out", default="results")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("policy-bank",
+                       help="random policies at one budget with measured validation drops")
+    p.add_argument("--model", required=True)
+    p.add_argument("--profile", required=True)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", default=None, help="default: results/policy_bank/<model>.json")
+    p.set_defaults(func=cmd_policy_bank)
 
     p = sub.add_parser(
         "list", help="registered models, datasets, metrics, solvers, ...; profiles and runs")

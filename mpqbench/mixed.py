@@ -75,15 +75,18 @@ def mixed_ptq_run(
     *, model: nn.Module, splits: Splits, model_name: str, settings: dict[str, Any],
     device: torch.device | str, fp_top1: float, table: SensitivityTable, budget: Budget,
     fixed: Bits, method: str, rounding: str, solver: str = "ilp", run_id: str | None = None,
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, calibration: list[torch.Tensor] | None = None,
 ) -> tuple[RunRecord, SearchResult, PtqResult]:
-    """Solve ``table`` under ``budget``, quantize with PTQ, evaluate on test, record it all."""
+    """Solve ``table`` under ``budget``, quantize with PTQ, evaluate on test, record it all.
+
+    ``calibration``: image batches for PTQ (synthetic data); default: drawn from train.
+    """
     start = time.perf_counter()
     layers = layer_costs(model, splits.input_shape)
     result = search(solver, table.frame, layers, budget, fixed)
     ptq_config = PtqConfig.from_dict(settings.get("ptq"))
-    ptq = run_ptq(model, result.bits, splits.train, splits.input_shape, rounding, ptq_config,
-                  device, settings["seed"])
+    ptq = run_ptq(model, result.bits, splits.train if calibration is None else calibration,
+                  splits.input_shape, rounding, ptq_config, device, settings["seed"])
     eval_cfg = settings["eval"]
     evaluation = evaluate(ptq.model, splits.test, eval_cfg["batch_size"], device,
                           eval_cfg.get("max_images"), desc=f"{table.metric} {budget_label(budget)}")
@@ -97,7 +100,8 @@ def mixed_ptq_run(
         timing={"sensitivity_s": table.seconds, "search_s": result.seconds,
                 "protocol_s": ptq.seconds["total_s"],
                 "total_s": table.seconds + time.perf_counter() - start},
-        extra={"sensitivity_cost": table.cost(), "sensitivity_extra": table.extra,
+        extra={"calibration": "train" if calibration is None else "given batches",
+               "sensitivity_cost": table.cost(), "sensitivity_extra": table.extra,
                "solver_status": result.status, "objective": result.objective,
                "totals": result.totals, "ptq": ptq_config.to_dict(), **(extra or {})},
     )

@@ -210,9 +210,17 @@ def round_adaround(qmodel: nn.Module, fp_model: nn.Module, batches: list[torch.T
     return stats
 
 
-def calibration_batches(split: Split, config: PtqConfig, seed: int,
+def calibration_batches(split: Split | list[torch.Tensor], config: PtqConfig, seed: int,
                         device: torch.device | str) -> list[torch.Tensor]:
-    """The calibration images (no augmentation) as normalized batches on ``device``."""
+    """The calibration images (no augmentation) as normalized batches on ``device``.
+
+    ``split``: a split to draw ``config.calib_images`` from, or batches of images already in
+    the model's input space (synthetic data), used as they are.
+    """
+    if isinstance(split, list):
+        if not split or not all(isinstance(x, torch.Tensor) for x in split):
+            raise MpqbenchError("calibration batches must be a non-empty list of image tensors")
+        return [x.to(device) for x in split]
     subset = calibration_subset(split, min(config.calib_images, len(split)), seed)
     return [x.to(device) for x, _ in subset.batches(config.batch_size)]
 
@@ -229,7 +237,7 @@ def calibrate_inputs(qmodel: nn.Module, batches: list[torch.Tensor]) -> None:
 def run_ptq(
     model: nn.Module,
     bits: Bits,
-    calibration: Split,
+    calibration: Split | list[torch.Tensor],
     input_shape: tuple[int, int, int],
     rounding: str = "nearest",
     config: PtqConfig | None = None,
@@ -238,7 +246,8 @@ def run_ptq(
 ) -> PtqResult:
     """Quantize ``model`` (left untouched) to ``bits`` with the PTQ protocol.
 
-    ``calibration``: the split to draw ``config.calib_images`` images from (train);
+    ``calibration``: the split to draw ``config.calib_images`` images from (train), or
+    batches of images in the model's input space (data-free PTQ);
     ``bits``: ``{layer: (w_bits, a_bits)}`` for every Conv2d / Linear (32 = full precision).
     """
     config = config or PtqConfig()

@@ -106,3 +106,39 @@ def accuracy_vs_size(frame: pd.DataFrame, fp_top1: float, hue: str, title: str,
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def image_grid(x, labels, classes: list[str], mean, std, per_class: int = 4):
+    """``per_class`` images of every class in a grid; ``x`` in the model's input space (N, C, H,
+    W), un-normalized with the dataset's ``mean`` / ``std`` for display."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    mean_t = torch.tensor(mean).view(1, -1, 1, 1)
+    std_t = torch.tensor(std).view(1, -1, 1, 1)
+    images = (x * std_t + mean_t).clamp(0, 1)
+    fig, axes = plt.subplots(per_class, len(classes), figsize=(1.1 * len(classes),
+                                                               1.1 * per_class + 0.4),
+                             squeeze=False)
+    for c, name in enumerate(classes):
+        picks = (labels == c).nonzero().flatten()[:per_class].tolist()
+        for r in range(per_class):
+            ax = axes[r][c]
+            ax.axis("off")
+            if r < len(picks):
+                ax.imshow(images[picks[r]].permute(1, 2, 0).numpy())
+        axes[0][c].set_title(name, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def correlation_scatter(frame: pd.DataFrame, table_col: str = "table"):
+    """Predicted score against measured drop, one panel a table; ``frame``: columns
+    ``table_col``, predicted, measured_drop."""
+    import seaborn as sns
+
+    grid = sns.relplot(data=frame, x="predicted", y="measured_drop", col=table_col,
+                       col_wrap=min(3, frame[table_col].nunique()), height=2.8,
+                       facet_kws={"sharex": False})
+    grid.set_axis_labels("predicted score (sum over layers)", "measured val drop (points)")
+    return grid.figure

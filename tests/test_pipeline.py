@@ -87,5 +87,14 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
     hawq = [r for r in mixed if r["method"] == "hawq_v3"]
     assert {r["bit_candidates"][0] for r in hawq} == {4} and len(hawq) == 6
 
+    bank = json.loads((repo / "results/policy_bank/resnet20.json").read_text())
+    assert len(bank["entries"]) == 4 and bank["config"]["budget"] == {"compression_ratio": 8}
+    free = [json.loads(p.read_text())
+            for p in (repo / "results/runs/data_free-resnet20").glob("*.json")]
+    synthetic = [r for r in free if r["extra"].get("calibration") == "given batches"]
+    assert len(synthetic) == 2 * 3  # two data-free allocators x three budgets
+    assert {r["metric"] for r in synthetic} == {"task_loss", "zeroq_kl"}
+    assert all(r["extra"]["calibration_data"] in ("labeled", "zeroq") for r in synthetic)
+
     second = _run(["dvc", "repro"], repo, env)
     assert "Data and pipelines are up to date" in second

@@ -102,4 +102,4 @@ def test_every_metric_ranks_the_amplified_layer_first(metric, options):
     if not taylor:
         assert (per_layer[2] > per_layer[4]).all() and (per_layer[4] > per_layer[8]).all()
     assert table.seconds > 0 and table.images == 64 and table.forward_images >= 64
-    assert METRICS.names() == ["first_order", "fisher_fit", "hessian_trace"]
+    assert {"first_order", "fisher_fit", "hessian_trace"} <= set(METRICS.names())

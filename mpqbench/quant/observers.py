@@ -112,7 +112,7 @@ class MseObserver(Observer):
         if not self.scheme.per_channel:
             stride = -(-rows.shape[1] // self.samples_per_batch)
             rows = rows[:, ::stride]
-        self.kept.append(rows)
+        self.kept.append(rows.contiguous())
 
     def range(self) -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.cat(self.kept, dim=1)

@@ -4,7 +4,13 @@ Every metric returns a ``SensitivityTable``: a tidy frame ``layer, w_bits, a_bit
 (lower = less harmful, additive over layers) plus the measured cost of producing it.
 """
 
-from mpqbench.sensitivity import first_order, fisher_fit, hessian_trace  # noqa: F401 (register)
+from mpqbench.sensitivity import (  # noqa: F401 (registers the metrics)
+    first_order,
+    fisher_fit,
+    hessian_trace,
+    task_loss,
+    zeroq_kl,
+)
 from mpqbench.sensitivity.base import (
     METRICS,
     SensitivityContext,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,10 @@ def weight_errors(ctx: SensitivityContext) -> dict[tuple[str, int], WeightError]
     errors = {}
     for name, weight in ctx.weights().items():
         for b in ctx.bits:
+            if b >= 32:  # full precision: no error
+                errors[name, b] = WeightError(torch.zeros_like(weight),
+                                              torch.zeros(weight.shape[0]))
+                continue
             scheme = weight_scheme(b)
             observer = make_observer(ctx.weight_observer, scheme)
             observer.observe(weight)
@@ -92,6 +97,23 @@ def weight_errors(ctx: SensitivityContext) -> dict[tuple[str, int], WeightError]
             q = fake_quantize(weight, scale, zero, scheme.qmin, scheme.qmax, axis=0)
             errors[name, b] = WeightError(q - weight, scale)
     return errors
+
+
+@contextmanager
+def replaced_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Temporarily give layers other weights (same shapes); restored on exit."""
+    saved = {}
+    try:
+        with torch.no_grad():
+            for name, weight in weights.items():
+                param = model.get_submodule(name).weight
+                saved[name] = param.detach().clone()
+                param.copy_(weight)
+        yield
+    finally:
+        with torch.no_grad():
+            for name, weight in saved.items():
+                model.get_submodule(name).weight.copy_(weight)
 
 
 Metric = Callable[..., SensitivityTable]

@@ -1,0 +1,226 @@
+"""Synthetic data for data-free quantization: two generators with the same budget.
+
+- ``labeled``: Lee, Cho, Lee, Song, Choi (2021), reconstructed (the paper's text was not
+  available): from ``x ~ N(0, 1)``, with target classes drawn balanced, minimize
+  ``CE(f(x), y) + tv * TV(x) + l2 * mean(x^2)`` over ``x`` with Adam. No BatchNorm statistics,
+  so networks without BN work too. Returns ``(x, y)``.
+- ``zeroq``: ZeroQ (Cai et al., CVPR 2020): from ``x ~ N(0, 1)``, minimize, over every BN
+  layer, ``||mu(input) - running_mean||^2 + ||sigma(input) - sqrt(running_var + eps)||^2``
+  (per-channel statistics of the BN layer's input over the batch), plus the same for the
+  image against mean 0 and std 1; Adam with reduce-on-plateau. Labels are the FP model's
+  own predictions (ZeroQ's data carries none).
+
+Both work in the model's input space (normalized images), batch by batch, seeded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mpqbench.errors import MpqbenchError
+from mpqbench.registry import Registry
+from mpqbench.runtime import progress
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Generation settings (``method_cfg.data_free.synth`` in params.yaml).
+
+    images: how many; batch_size: images optimized together; iters: Adam steps a batch;
+    lr: Adam's learning rate; tv / l2: weights of the total-variation and L2 image priors
+    (labeled generator only); patience / min_lr: ZeroQ's reduce-on-plateau schedule.
+    """
+
+    images: int = 256
+    batch_size: int = 32
+    iters: int = 500
+    lr: float = 0.1
+    tv: float = 1e-4
+    l2: float = 1e-5
+    patience: int = 100
+    min_lr: float = 1e-4
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any] | None) -> SynthConfig:
+        spec = dict(spec or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise MpqbenchError(f"unknown synth settings {unknown}; known: {sorted(known)}")
+        config = cls(**spec)
+        if config.images < 1 or config.batch_size < 1 or config.iters < 1:
+            raise MpqbenchError("synth images, batch_size and iters must be >= 1")
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SynthData:
+    """Generated images (N, C, H, W) in the model's input space, their labels (N,), the wall
+    seconds of generation and the loss of each step, averaged over batches."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    generator: str
+    seconds: float
+    loss_history: list[float] = field(default_factory=list)
+
+    def batches(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(self.x[i:i + batch_size], self.y[i:i + batch_size])
+                for i in range(0, len(self.x), batch_size)]
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of neighbouring pixels, per image, summed over the batch."""
+    dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean(dim=(1, 2, 3))
+    dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean(dim=(1, 2, 3))
+    return (dh + dw).sum()
+
+
+def balanced_labels(n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` labels, every class ``n // num_classes`` or one more times, in seeded order."""
+    labels = torch.arange(n) % num_classes
+    return labels[torch.randperm(n, generator=generator)]
+
+
+GENERATORS: Registry = Registry("synthetic-data generator")
+
+
+def _labeled_loss(model: nn.Module, config: SynthConfig):
+    def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(model(x), y)
+        return ce + config.tv * total_variation(x) / len(x) + config.l2 * x.pow(2).mean()
+
+    return loss
+
+
+class _BnStatistics:
+    """Forward hooks that collect each BN layer's loss term during one forward pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.terms: list[torch.Tensor] = []
+        self.bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        self.handles = [bn.register_forward_pre_hook(self.hook) for bn in self.bns]
+
+    def hook(self, bn: nn.BatchNorm2d, inputs) -> None:
+        x = inputs[0]
+        mean = x.mean(dim=(0, 2, 3))
+        std = torch.sqrt(x.var(dim=(0, 2, 3), unbiased=False) + bn.eps)
+        self.terms.append((mean - bn.running_mean).pow(2).sum()
+                          + (std - torch.sqrt(bn.running_var + bn.eps)).pow(2).sum())
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def zeroq_bn_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """ZeroQ's loss for images ``x``: BN statistics of every BN input plus the input prior."""
+    stats = _BnStatistics(model)
+    try:
+        model(x)
+    finally:
+        stats.remove()
+    mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3), unbiased=False)
+    return sum(stats.terms) + mean.pow(2).sum() + (std - 1).pow(2).sum()
+
+
+def _generate(model: nn.Module, input_shape: tuple[int, int, int], num_classes: int,
+              config: SynthConfig, device: torch.device | str, seed: int, name: str,
+              loss_of) -> SynthData:
+    start = time.perf_counter()
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    generator = torch.Generator().manual_seed(seed)
+    labels = balanced_labels(config.images, num_classes, generator)
+    xs, history = [], torch.zeros(config.iters)
+    batches = list(range(0, config.images, config.batch_size))
+    try:
+        for first in progress(batches, f"{name} data", total=len(batches)):
+            y = labels[first:first + config.batch_size].to(device)
+            x = torch.randn(len(y), *input_shape, generator=generator).to(device)
+            x.requires_grad_(True)
+            optimizer = torch.optim.Adam([x], lr=config.lr)
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, patience=config.patience, min_lr=config.min_lr)
+            for it in range(config.iters):
+                loss = loss_of(x, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if name == "zeroq":
+                    plateau.step(loss.item())
+                history[it] += loss.item() * len(y) / config.images
+            xs.append(x.detach())
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    x = torch.cat(xs)
+    if name == "zeroq":  # no labels of its own: the FP model's predictions
+        with torch.no_grad():
+            labels = torch.cat([model(x[i:i + 256]).argmax(1).cpu()
+                                for i in range(0, len(x), 256)])
+    return SynthData(x.cpu(), labels.cpu(), name, time.perf_counter() - start, history.tolist())
+
+
+@GENERATORS.register("labeled")
+def generate_labeled(model: nn.Module, input_shape: tuple[int, int, int], num_classes: int,
+                     config: SynthConfig, device: torch.device | str = "cpu",
+                     seed: int = 0) -> SynthData:
+    """Labeled synthetic images, no BN statistics used (works on BN-free networks)."""
+    return _generate(model, input_shape, num_classes, config, device, seed, "labeled",
+                     _labeled_loss(model, config))
+
+
+@GENERATORS.register("zeroq")
+def distill_zeroq(model: nn.Module, input_shape: tuple[int, int, int], num_classes: int,
+                  config: SynthConfig, device: torch.device | str = "cpu",
+                  seed: int = 0) -> SynthData:
+    """ZeroQ's distilled images; the model must have BatchNorm layers."""
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        raise MpqbenchError(
+            f"ZeroQ distillation matches BatchNorm statistics, and {type(model).__name__} has no "
+            "BatchNorm2d layer (was BN folded?); pass the unfolded model or use the 'labeled' "
+            "generator, which needs none")
+    return _generate(model, input_shape, num_classes, config, device, seed, "zeroq",
+                     lambda x, y: zeroq_bn_loss(model, x))
+
+
+def generate(name: str, model: nn.Module, input_shape: tuple[int, int, int], num_classes: int,
+             config: SynthConfig, device: torch.device | str = "cpu", seed: int = 0
+             ) -> SynthData:
+    """Run the generator registered as ``name`` (labeled, zeroq)."""
+    return GENERATORS.get(name)(model, input_shape, num_classes, config, device, seed)
+
+
+class NoRealData:
+    """A split that refuses every use: the data-free path must never read real images."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        raise MpqbenchError(f"the data-free path tried to read the real {self._name} split "
+                            f"(.{attr}); only synthetic images may be used there")
+
+    def __len__(self) -> int:
+        raise MpqbenchError(f"the data-free path tried to read the real {self._name} split")
+
+
+def without_real_training_data(splits: Any) -> Any:
+    """A copy of ``splits`` whose train and val splits raise on any use (test stays: it is
+    where the result is reported)."""
+    from dataclasses import replace
+
+    return replace(splits, train=NoRealData("train"), val=NoRealData("val"))
