@@ -55,6 +55,7 @@ from mpqbench.quant.fold import fold_batchnorm
 from mpqbench.quant.policy import fixed_layers
 from mpqbench.report import accuracy_vs_size, correlation_scatter, image_grid, sensitivity_heatmaps
 from mpqbench.results import save_run
+from mpqbench.search import search
 from mpqbench.sensitivity import SensitivityContext, calibration_context, compute
 from mpqbench.synth import SynthConfig, generate, without_real_training_data
 from mpqbench.uniform import uniform_ptq_run
@@ -190,3 +191,24 @@ results[["allocator", "budget", "compression_ratio", "size_mib", "top1", "drop"]
 accuracy_vs_size(results, fp.top1, "allocator",
                  f"{model_name}: data-free allocators, PTQ-{cfg['rounding']}")
 plt.show()
+
+# %% [markdown]
+# ## The ILP and ZeroQ's Pareto-frontier search on the same tables
+# ZeroQ searches with a Pareto frontier (dynamic programming); for one size budget it is the
+# same problem as the ILP, so both must return the same policy.
+
+# %%
+solver_rows = []
+for budget_spec in cfg["budgets"]:
+    budget = Budget.from_dict(budget_spec)
+    for name in cfg["allocate"]:
+        by_solver = {solver: search(solver, tables[name].frame, layers, budget, fixed)
+                     for solver in ("ilp", "pareto")}
+        solver_rows.append({
+            "table": name, "budget": budget_label(budget),
+            "same policy": by_solver["ilp"].bits == by_solver["pareto"].bits,
+            **{f"{solver} objective": r.objective for solver, r in by_solver.items()},
+            **{f"{solver} s": r.seconds for solver, r in by_solver.items()}})
+solvers = pd.DataFrame(solver_rows)
+assert solvers["same policy"].all(), "the ILP and the Pareto DP disagree"
+solvers.round(6)
