@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from mpqbench.checkpoints import load_fp_model
-from mpqbench.cost import cost_summary, layer_costs
+from mpqbench.cost import Bits, LayerCost, cost_summary, layer_costs
 from mpqbench.data import Splits, load_splits
 from mpqbench.evaluate import EvalResult, evaluate, limit_images, per_class_accuracy
 from mpqbench.results import RunRecord, provenance
@@ -57,3 +58,44 @@ def fp_baseline_run(
         extra={"per_class_top1": dict(zip(splits.classes, per_class.tolist(), strict=True))},
     )
     return record, result, per_class
+
+
+@dataclass
+class MethodSetup:
+    """What every method notebook starts from.
+
+    settings: the profile's settings; cfg: ``method_cfg.<method>``; layers: every quantizable
+    layer with its cost; fixed: the layers outside the search (W8A8 by default); searchable:
+    the other layer names; fp: the FP model on the test images every run is evaluated on.
+    """
+
+    settings: dict[str, Any]
+    cfg: dict[str, Any]
+    model: torch.nn.Module
+    checkpoint_meta: dict[str, Any]
+    splits: Splits
+    device: torch.device
+    layers: list[LayerCost]
+    fixed: Bits
+    searchable: list[str]
+    fp: EvalResult
+
+
+def method_setup(method: str, model_name: str, profile: str,
+                 params_file: str = "params.yaml") -> MethodSetup:
+    """Load params, the FP model and data, the layers, and evaluate the FP model on test."""
+    from mpqbench.config import load_params, profile_settings
+    from mpqbench.errors import MpqbenchError
+    from mpqbench.quant.policy import fixed_layers
+
+    settings = profile_settings(profile, load_params(params_file))
+    if method not in settings.get("method_cfg", {}):
+        raise MpqbenchError(f"params.yaml has no method_cfg.{method}; add the method's settings")
+    model, meta, splits, device = load_context(model_name, settings)
+    layers = layer_costs(model, splits.input_shape)
+    fixed = fixed_layers(layers, settings)
+    eval_cfg = settings["eval"]
+    fp = evaluate(model, splits.test, eval_cfg["batch_size"], device, eval_cfg.get("max_images"),
+                  desc="FP test")
+    return MethodSetup(settings, settings["method_cfg"][method], model, meta, splits, device,
+                       layers, fixed, [ly.name for ly in layers if ly.name not in fixed], fp)

@@ -106,3 +106,22 @@ def mixed_ptq_run(
                "totals": result.totals, "ptq": ptq_config.to_dict(), **(extra or {})},
     )
     return record, result, ptq
+
+
+def uniform_reference_run(
+    *, model: nn.Module, splits: Splits, model_name: str, settings: dict[str, Any],
+    device: torch.device | str, fp_top1: float, layers: list[LayerCost], budget: Budget,
+    w_choices: list[int], a_bits: int, fixed: Bits, rounding: str, method: str,
+    done: set[tuple[int, int]],
+) -> RunRecord | None:
+    """The uniform run a mixed policy under ``budget`` must beat (``uniform_at_least``), through
+    the same PTQ protocol; ``None`` when there is none or it is already in ``done`` (updated)."""
+    from mpqbench.uniform import uniform_ptq_run
+
+    wa = uniform_at_least(layers, budget, w_choices, a_bits, fixed)
+    if wa is None or wa in done:
+        return None
+    done.add(wa)
+    record, _ = uniform_ptq_run(model, splits, model_name, settings, device, fp_top1,
+                                f"W{wa[0]}A{wa[1]}", rounding, method)
+    return record

@@ -35,6 +35,10 @@ def _bank_config(settings: dict[str, Any]) -> dict[str, Any]:
     if not spec:
         raise MpqbenchError(f"profile {settings['profile']!r} has no policy_bank settings; "
                             "see params.yaml")
+    missing = sorted({"count", "budget", "bits", "a_bits"} - set(spec))
+    if missing:
+        raise MpqbenchError(f"policy_bank settings of profile {settings['profile']!r} lack "
+                            f"{missing}; see params.yaml")
     return {"count": int(spec["count"]), "budget": dict(spec["budget"]),
             "bits": sorted(spec["bits"]), "a_bits": int(spec["a_bits"]),
             "rounding": spec.get("rounding", "nearest"), "val_images": spec.get("val_images"),

@@ -39,7 +39,7 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
 
     def fmt(value) -> str:
         if isinstance(value, float):
-            return floatfmt.format(value)
+            return "" if value != value else floatfmt.format(value)  # NaN: an absent value
         return "" if value is None else str(value)
 
     lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]

@@ -62,6 +62,22 @@ def _check_feasible(limits: list[Limit], searchable: list[LayerCost], fixed_laye
             )
 
 
+def _prepare(table: pd.DataFrame, layers: list[LayerCost], budget: Budget, fixed: Bits):
+    """Checks shared by the solvers: (choices, searchable layers, fixed layers, limits)."""
+    choices = _choices(table)
+    unknown = (set(choices) | set(fixed)) - {layer.name for layer in layers}
+    if unknown:
+        raise MpqbenchError(f"layers {sorted(unknown)} are not quantizable layers of the model")
+    searchable = [layer for layer in layers if layer.name not in fixed]
+    fixed_layers = [layer for layer in layers if layer.name in fixed]
+    uncovered = [layer.name for layer in searchable if layer.name not in choices]
+    if uncovered:
+        raise MpqbenchError(f"the sensitivity table has no rows for layers {uncovered}")
+    limits = budget.limits(layers, fixed)
+    _check_feasible(limits, searchable, fixed_layers, fixed, choices)
+    return choices, searchable, fixed_layers, limits
+
+
 def solve_ilp(
     table: pd.DataFrame,
     layers: list[LayerCost],
@@ -77,18 +93,7 @@ def solve_ilp(
     the search but inside every limit. Anything but an optimal solve raises.
     """
     fixed = dict(fixed or {})
-    choices = _choices(table)
-    names = {layer.name for layer in layers}
-    unknown = (set(choices) | set(fixed)) - names
-    if unknown:
-        raise MpqbenchError(f"layers {sorted(unknown)} are not quantizable layers of the model")
-    searchable = [layer for layer in layers if layer.name not in fixed]
-    fixed_layers = [layer for layer in layers if layer.name in fixed]
-    uncovered = [layer.name for layer in searchable if layer.name not in choices]
-    if uncovered:
-        raise MpqbenchError(f"the sensitivity table has no rows for layers {uncovered}")
-    limits = budget.limits(layers, fixed)
-    _check_feasible(limits, searchable, fixed_layers, fixed, choices)
+    choices, searchable, fixed_layers, limits = _prepare(table, layers, budget, fixed)
 
     start = time.perf_counter()
     problem = pulp.LpProblem("bit_allocation", pulp.LpMinimize)
@@ -167,14 +172,7 @@ def solve_pareto(
     Ties on score go to the smaller size, then to the earlier choice in (w_bits, a_bits) order.
     """
     fixed = dict(fixed or {})
-    choices = _choices(table)
-    searchable = [layer for layer in layers if layer.name not in fixed]
-    fixed_layers = [layer for layer in layers if layer.name in fixed]
-    missing = [layer.name for layer in searchable if layer.name not in choices]
-    if missing:
-        raise MpqbenchError(f"the sensitivity table has no rows for layers {missing}")
-    limits = budget.limits(layers, fixed)
-    _check_feasible(limits, searchable, fixed_layers, fixed, choices)
+    choices, searchable, fixed_layers, limits = _prepare(table, layers, budget, fixed)
     bound = _size_bound(budget, layers, fixed) - sum(
         layer.params * fixed[layer.name][0] for layer in fixed_layers)
 

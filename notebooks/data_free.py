@@ -38,12 +38,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from mpqbench.baseline import load_context
-from mpqbench.config import load_params, profile_settings
-from mpqbench.cost import Budget, layer_costs
+from mpqbench.baseline import method_setup
+from mpqbench.cost import Budget
 from mpqbench.data import DATASETS, calibration_subset
-from mpqbench.evaluate import evaluate
-from mpqbench.mixed import budget_label, mixed_ptq_run, uniform_at_least
+from mpqbench.mixed import budget_label, mixed_ptq_run, uniform_reference_run
 from mpqbench.policy_bank import (
     load_policy_bank,
     measured_drops,
@@ -52,23 +50,16 @@ from mpqbench.policy_bank import (
 )
 from mpqbench.ptq import PtqConfig
 from mpqbench.quant.fold import fold_batchnorm
-from mpqbench.quant.policy import fixed_layers
 from mpqbench.report import accuracy_vs_size, correlation_scatter, image_grid, sensitivity_heatmaps
 from mpqbench.results import save_run
 from mpqbench.search import search
 from mpqbench.sensitivity import SensitivityContext, calibration_context, compute
 from mpqbench.synth import SynthConfig, generate, without_real_training_data
-from mpqbench.uniform import uniform_ptq_run
 
-settings = profile_settings(profile, load_params(params_file))
-cfg = settings["method_cfg"]["data_free"]
-model, checkpoint_meta, splits, device = load_context(model_name, settings)
-layers = layer_costs(model, splits.input_shape)
-fixed = fixed_layers(layers, settings)
-searchable = [layer.name for layer in layers if layer.name not in fixed]
-eval_cfg = settings["eval"]
-fp = evaluate(model, splits.test, eval_cfg["batch_size"], device, eval_cfg.get("max_images"),
-              desc="FP test")
+setup = method_setup("data_free", model_name, profile, params_file)
+settings, cfg, model, splits, device = (setup.settings, setup.cfg, setup.model, setup.splits,
+                                        setup.device)
+layers, fixed, searchable, fp = setup.layers, setup.fixed, setup.searchable, setup.fp
 print(f"{model_name} on {splits.variant}: FP top-1 {fp.top1:.2f}% ({fp.images} test images)")
 
 # %% [markdown]
@@ -136,6 +127,10 @@ for name, table in tables.items():
     points += [{"table": name, "predicted": p, "measured_drop": d}
                for p, d in zip(predicted, drops, strict=True)]
 correlations = pd.DataFrame(correlation_rows).set_index("table").round(3)
+# saved with every RunRecord below, with the bank it was measured on
+metric_quality = {"policy_bank": {"policies": len(drops), "budget": bank["config"]["budget"],
+                                  "bits": bank["config"]["bits"]},
+                  "tables": correlations.to_dict(orient="index")}
 print(f"policy bank: {len(drops)} random policies at {bank['config']['budget']}, "
       f"val drops {drops.min():.2f} to {drops.max():.2f} points")
 correlations
@@ -152,7 +147,7 @@ plt.show()
 # %%
 free_splits = without_real_training_data(splits)
 calibration_data = {"task_loss": "labeled", "zeroq_kl": "zeroq"}
-rows = []
+rows, uniform_done = [], set()
 for budget_spec in cfg["budgets"]:
     budget = Budget.from_dict(budget_spec)
     for name in cfg["allocate"]:
@@ -165,7 +160,7 @@ for budget_spec in cfg["budgets"]:
             run_id=f"data_free-{model_name}-{name}-{budget_label(budget)}-{cfg['rounding']}",
             calibration=[x for x, _ in data.batches(ptq_config.batch_size)],
             extra={"table": name, "calibration_data": data.generator,
-                   "generation_s": data.seconds})
+                   "generation_s": data.seconds, "metric_quality": metric_quality})
         save_run(record, runs_dir)
         rows.append({"allocator": name, "budget": budget_label(budget), **record.cost,
                      **record.accuracy})
@@ -173,16 +168,19 @@ for budget_spec in cfg["budgets"]:
         model=model, splits=splits, model_name=model_name, settings=settings, device=device,
         fp_top1=fp.top1, table=tables["first_order-real"], budget=budget, fixed=fixed,
         method="data_free", rounding=cfg["rounding"],
-        run_id=f"data_free-{model_name}-first_order-real-{budget_label(budget)}-{cfg['rounding']}")
+        run_id=f"data_free-{model_name}-first_order-real-{budget_label(budget)}-{cfg['rounding']}",
+        extra={"table": "first_order-real", "metric_quality": metric_quality})
     save_run(record, runs_dir)
     rows.append({"allocator": "first_order (real data)", "budget": budget_label(budget),
                  **record.cost, **record.accuracy})
-    wa = uniform_at_least(layers, budget, cfg["bits"], cfg["a_bits"], fixed)
-    if wa is not None and not any(r["allocator"] == f"uniform W{wa[0]}A{wa[1]}" for r in rows):
-        record, _ = uniform_ptq_run(model, splits, model_name, settings, device, fp.top1,
-                                    f"W{wa[0]}A{wa[1]}", cfg["rounding"], "data_free")
+    record = uniform_reference_run(
+        model=model, splits=splits, model_name=model_name, settings=settings, device=device,
+        fp_top1=fp.top1, layers=layers, budget=budget, w_choices=cfg["bits"],
+        a_bits=cfg["a_bits"], fixed=fixed, rounding=cfg["rounding"], method="data_free",
+        done=uniform_done)
+    if record is not None:
         save_run(record, runs_dir)
-        rows.append({"allocator": f"uniform W{wa[0]}A{wa[1]}", "budget": "uniform",
+        rows.append({"allocator": f"uniform {record.extra['config']}", "budget": "uniform",
                      **record.cost, **record.accuracy})
 results = pd.DataFrame(rows)
 results[["allocator", "budget", "compression_ratio", "size_mib", "top1", "drop"]].round(3)

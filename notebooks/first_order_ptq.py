@@ -35,26 +35,17 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from mpqbench.baseline import load_context
-from mpqbench.config import load_params, profile_settings
-from mpqbench.cost import Budget, layer_costs
-from mpqbench.evaluate import evaluate
-from mpqbench.mixed import budget_label, interpolated_budget, mixed_ptq_run, uniform_at_least
-from mpqbench.quant.policy import fixed_layers
+from mpqbench.baseline import method_setup
+from mpqbench.cost import Budget
+from mpqbench.mixed import budget_label, interpolated_budget, mixed_ptq_run, uniform_reference_run
 from mpqbench.report import accuracy_vs_size, policy_bits, sensitivity_heatmaps
 from mpqbench.results import load_runs, save_run
 from mpqbench.sensitivity import calibration_context, compute, metric_options, restrict_table
-from mpqbench.uniform import uniform_ptq_run
 
-settings = profile_settings(profile, load_params(params_file))
-cfg = settings["method_cfg"]["first_order_ptq"]
-model, checkpoint_meta, splits, device = load_context(model_name, settings)
-layers = layer_costs(model, splits.input_shape)
-fixed = fixed_layers(layers, settings)
-searchable = [layer.name for layer in layers if layer.name not in fixed]
-eval_cfg = settings["eval"]
-fp = evaluate(model, splits.test, eval_cfg["batch_size"], device, eval_cfg.get("max_images"),
-              desc="FP test")
+setup = method_setup("first_order_ptq", model_name, profile, params_file)
+settings, cfg, model, splits, device = (setup.settings, setup.cfg, setup.model, setup.splits,
+                                        setup.device)
+layers, fixed, searchable, fp = setup.layers, setup.fixed, setup.searchable, setup.fp
 print(f"{model_name} on {splits.variant}: FP top-1 {fp.top1:.2f}% ({fp.images} test images); "
       f"{len(searchable)} searchable layers, weight bits {cfg['bits']}, A{cfg['a_bits']}")
 
@@ -82,7 +73,7 @@ plt.show()
 # Each RunRecord is saved as soon as its run ends.
 
 # %%
-rows = []
+rows, uniform_done = [], set()
 for spec in cfg["budgets"]:
     budget = Budget.from_dict(spec)
     for metric, table in tables.items():
@@ -93,12 +84,14 @@ for spec in cfg["budgets"]:
         save_run(record, runs_dir)
         rows.append({"budget": budget_label(budget), "metric": metric,
                      **record.cost, **record.accuracy, "search_s": result.seconds})
-    wa = uniform_at_least(layers, budget, cfg["bits"], cfg["a_bits"], fixed)
-    if wa is not None and not any(r["metric"] == f"uniform W{wa[0]}A{wa[1]}" for r in rows):
-        record, _ = uniform_ptq_run(model, splits, model_name, settings, device, fp.top1,
-                                    f"W{wa[0]}A{wa[1]}", cfg["rounding"], "first_order_ptq")
+    record = uniform_reference_run(
+        model=model, splits=splits, model_name=model_name, settings=settings, device=device,
+        fp_top1=fp.top1, layers=layers, budget=budget, w_choices=cfg["bits"],
+        a_bits=cfg["a_bits"], fixed=fixed, rounding=cfg["rounding"], method="first_order_ptq",
+        done=uniform_done)
+    if record is not None:
         save_run(record, runs_dir)
-        rows.append({"budget": "uniform", "metric": f"uniform W{wa[0]}A{wa[1]}",
+        rows.append({"budget": "uniform", "metric": f"uniform {record.extra['config']}",
                      **record.cost, **record.accuracy, "search_s": 0.0})
 results = pd.DataFrame(rows)
 results[["budget", "metric", "compression_ratio", "size_mib", "mean_w_bits", "top1", "drop",

@@ -30,18 +30,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from mpqbench.baseline import load_context
-from mpqbench.config import load_params, profile_settings
-from mpqbench.evaluate import evaluate
+from mpqbench.baseline import method_setup
+from mpqbench.report import accuracy_vs_size
 from mpqbench.results import save_run
 from mpqbench.uniform import uniform_ptq_run
 
-settings = profile_settings(profile, load_params(params_file))
-method_cfg = settings["method_cfg"]["uniform"]
-model, checkpoint_meta, splits, device = load_context(model_name, settings)
-eval_cfg = settings["eval"]
-fp = evaluate(model, splits.test, eval_cfg["batch_size"], device, eval_cfg.get("max_images"),
-              desc="FP test")
+setup = method_setup("uniform", model_name, profile, params_file)
+settings, method_cfg, model, splits, device, fp = (setup.settings, setup.cfg, setup.model,
+                                                   setup.splits, setup.device, setup.fp)
 print(f"{model_name} on {splits.variant}, FP top-1 {fp.top1:.2f}% on {fp.images} test images; "
       f"PTQ settings: {settings['ptq']}")
 
@@ -69,17 +65,8 @@ results[["config", "rounding", "size_mib", "compression_ratio", "bitops_g", "top
 # ## Accuracy against size
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 4))
-sns.lineplot(data=results, x="size_mib", y="top1", hue="rounding", marker="o", ax=ax)
-for row in results[results.rounding == results.rounding.iloc[0]].itertuples():
-    ax.annotate(row.config, (row.size_mib, row.top1), textcoords="offset points",
-                xytext=(4, -12), fontsize=8)
-ax.axhline(fp.top1, color="gray", linestyle="--", label=f"FP {fp.top1:.2f}%")
-ax.set_xlabel("weight size (MiB)")
-ax.set_ylabel("test top-1 (%)")
-ax.set_title(f"{model_name}, uniform PTQ ({splits.variant}, profile {profile})")
-ax.legend()
-plt.tight_layout()
+accuracy_vs_size(results, fp.top1, "rounding",
+                 f"{model_name}, uniform PTQ ({splits.variant}, profile {profile})", label="config")
 plt.show()
 
 # %% [markdown]

@@ -235,3 +235,10 @@ def test_best_uniform_takes_the_highest_choice_that_fits():
         best_uniform(choices, layers, Budget(compression_ratio=30), fixed)
     with pytest.raises(MpqbenchError, match="unknown solver 'greedy'; known: ilp, pareto"):
         search("greedy", pd.DataFrame(), layers, Budget(mean_w_bits=4))
+
+
+def test_pareto_refuses_layers_the_model_does_not_have():
+    layers = [LayerCost("a", "conv", 100, 10)]
+    table = pd.DataFrame([("zz", 4, 8, 1.0)], columns=["layer", "w_bits", "a_bits", "score"])
+    with pytest.raises(MpqbenchError, match=r"\['zz'\] are not quantizable layers"):
+        solve_pareto(table, layers, Budget(mean_w_bits=4))

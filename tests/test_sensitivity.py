@@ -103,3 +103,31 @@ def test_every_metric_ranks_the_amplified_layer_first(metric, options):
         assert (per_layer[2] > per_layer[4]).all() and (per_layer[4] > per_layer[8]).all()
     assert table.seconds > 0 and table.images == 64 and table.forward_images >= 64
     assert {"first_order", "fisher_fit", "hessian_trace"} <= set(METRICS.names())
+
+
+def test_first_order_and_fit_scores_equal_an_independent_computation():
+    """Scores rebuilt from a loop of single-image backward passes and torch's own per-channel
+    fake quantizer (min-max, symmetric): (F_l / n_l) ||dW||^2 and sum_c F_c Delta_c^2 / 12."""
+    model = _small_cnn()
+    x, y = torch.randn(6, 3, 6, 6), torch.randint(0, 3, (6,))
+    layers = ["0", "2", "5"]
+    ctx = SensitivityContext(model, layers, [3, 5], 8, [(x, y)], weight_observer="minmax")
+    first = compute("first_order", ctx).frame.set_index(["layer", "w_bits"]).score
+    fit = compute("fisher_fit", ctx).frame.set_index(["layer", "w_bits"]).score
+    sq = {name: torch.zeros(model.get_submodule(name).weight.shape[0]) for name in layers}
+    for i in range(6):
+        model.zero_grad()
+        F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        for name in layers:
+            sq[name] += model.get_submodule(name).weight.grad.pow(2).flatten(1).sum(1) / 6
+    for name in layers:
+        w = model.get_submodule(name).weight.detach()
+        for b in (3, 5):
+            qmax = 2 ** (b - 1) - 1
+            scale = w.abs().flatten(1).amax(1) / qmax
+            q = torch.fake_quantize_per_channel_affine(
+                w, scale, torch.zeros(w.shape[0], dtype=torch.int32), 0, -qmax - 1, qmax)
+            expected = sq[name].sum() / w.numel() * (q - w).pow(2).sum()
+            assert first[name, b] == pytest.approx(expected.item(), rel=1e-4)
+            assert fit[name, b] == pytest.approx((sq[name] * scale.pow(2)).sum().item() / 12,
+                                                 rel=1e-4)
