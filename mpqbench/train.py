@@ -1,8 +1,15 @@
-"""Training loops. For now: adapting the FP model to the dataset in use (SGD, one-cycle)."""
+"""Training loops: adapting the FP model to the dataset (SGD, one-cycle) and QAT.
+
+QAT runs one loop, ``qat_train``, with an interchangeable ``TrainStep`` (registry
+``TRAIN_STEPS``): ``sgd`` (plain LSQ QAT), ``saq`` (sharpness-aware, Liu, Cai, Zhuang) and
+``limpq_joint`` (LIMPQ's joint indicator training, Tang et al. 2022), so two protocols differ
+only in their step.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,6 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mpqbench.data import Split
+from mpqbench.errors import MpqbenchError
+from mpqbench.registry import Registry
 from mpqbench.runtime import progress
 
 
@@ -102,3 +111,372 @@ def finetune(
             tmp.replace(resume_path)
     model.eval()
     return history
+
+
+# --- Quantization-aware training: one loop, interchangeable steps -------------------------
+
+
+@dataclass(frozen=True)
+class QatConfig:
+    """SGD (Nesterov) with a cosine schedule from ``lr`` to ``lr_min`` over all steps.
+
+    ``max_batches_per_epoch`` shortens epochs (quick and smoke profiles); ``grad_clip_value``
+    clips every gradient element to ``[-v, v]`` before the optimizer step (LIMPQ: 1);
+    ``checkpoint_every``: steps between resume checkpoints. Quantizer steps get no weight decay.
+    """
+
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.01
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    grad_clip_value: float | None = None
+    max_batches_per_epoch: int | None = None
+    checkpoint_every: int = 50
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, spec: dict, seed: int) -> QatConfig:
+        unknown = set(spec) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise MpqbenchError(f"unknown QAT settings {sorted(unknown)}; known: "
+                                f"{sorted(cls.__dataclass_fields__)}")
+        return cls(**{**spec, "seed": seed})
+
+    def steps_per_epoch(self, images: int) -> int:
+        steps = -(-images // self.batch_size)
+        return steps if self.max_batches_per_epoch is None else min(steps,
+                                                                    self.max_batches_per_epoch)
+
+
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class TrainStep:
+    """One optimizer step on one batch; subclasses differ in how they get the gradient.
+
+    ``__call__`` returns the losses it measured (``loss`` first: the loss the step reports)
+    and leaves the optimizer stepped. ``forward_passes`` counts passes over the batch.
+    """
+
+    passes_per_step = 1
+
+    def __init__(self) -> None:
+        self.forward_passes = 0
+
+    def setup(self, model: nn.Module) -> None:
+        """Called once before training with the model it will train."""
+
+    def _pass(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+              criterion: Criterion) -> torch.Tensor:
+        self.forward_passes += 1
+        loss = criterion(model(x), y)
+        loss.backward()
+        return loss.detach()
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 optimizer: torch.optim.Optimizer, criterion: Criterion,
+                 clip_value: float | None = None) -> dict[str, float]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+TRAIN_STEPS: Registry[Callable[..., TrainStep]] = Registry("training step")
+
+
+def _clip_and_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+                   clip_value: float | None) -> None:
+    if clip_value is not None:
+        torch.nn.utils.clip_grad_value_(model.parameters(), clip_value)
+    optimizer.step()
+
+
+@TRAIN_STEPS.register("sgd")
+class PlainStep(TrainStep):
+    """Plain QAT: forward, backward through the straight-through estimator, step."""
+
+    def __call__(self, model, x, y, optimizer, criterion, clip_value=None):
+        optimizer.zero_grad(set_to_none=True)
+        loss = self._pass(model, x, y, criterion)
+        _clip_and_step(model, optimizer, clip_value)
+        return {"loss": loss.item()}
+
+
+def qat_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: quantizer steps without weight decay, everything else with it."""
+    steps, others = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (steps if "quantizer." in name else others).append(param)
+    return [{"params": others, "weight_decay": weight_decay},
+            {"params": steps, "weight_decay": 0.0}]
+
+
+def qat_train(
+    model: nn.Module,
+    train: Split,
+    config: QatConfig,
+    step: TrainStep,
+    device: torch.device | str = "cpu",
+    resume_path: str | Path | None = None,
+    desc: str = "QAT",
+    resume_tag: str = "",
+) -> dict:
+    """Train ``model`` in place with ``step``; returns ``{"epochs": [...], "steps": [...]}``.
+
+    ``steps`` holds every step's losses and wall seconds (loss curves, cost per step);
+    ``epochs`` the mean loss, train top-1 is not measured (steps may run several passes).
+    Epoch ``e`` shuffles with seed ``seed + e``. With ``resume_path`` the state is saved
+    every ``checkpoint_every`` steps and at the end of each epoch, and an interrupted run
+    resumes there, skipping the batches it has done, with the same result; a saved state
+    whose config, step or ``resume_tag`` (e.g. a fingerprint of the start model and policy)
+    differs is ignored.
+    """
+    model.to(device).train()
+    step.setup(model)
+    per_epoch = config.steps_per_epoch(len(train))
+    total = max(config.epochs * per_epoch, 1)
+    optimizer = torch.optim.SGD(qat_parameter_groups(model, config.weight_decay), lr=config.lr,
+                                momentum=config.momentum, nesterov=config.nesterov)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total,
+                                                           eta_min=config.lr_min)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    history: dict = {"epochs": [], "steps": []}
+    done = 0
+    resume_path = Path(resume_path) if resume_path else None
+    if resume_path is not None and resume_path.is_file():
+        saved = torch.load(resume_path, map_location="cpu", weights_only=False)
+        if (saved.get("config") == asdict(config) and saved.get("step") == type(step).__name__
+                and saved.get("tag") == resume_tag):
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            step.load_state_dict(saved["step_state"])
+            history, done = saved["history"], saved["done"]
+            print(f"resuming {desc} after step {done} of {config.epochs * per_epoch} "
+                  f"from {resume_path}")
+
+    def save(done_steps: int) -> None:
+        if resume_path is None:
+            return
+        resume_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = resume_path.with_suffix(".tmp")
+        torch.save({"config": asdict(config), "step": type(step).__name__, "tag": resume_tag,
+                    "done": done_steps,
+                    "history": history, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "step_state": step.state_dict()}, tmp)
+        tmp.replace(resume_path)
+
+    for epoch in range(done // per_epoch, config.epochs):
+        model.train()
+        skip = done - epoch * per_epoch
+        batches = train.batches(config.batch_size, shuffle=True, augment=True,
+                                seed=config.seed + epoch)
+        limited = zip(range(per_epoch), batches, strict=False)
+        bar = progress(limited, f"{desc} epoch {epoch + 1}/{config.epochs}", total=per_epoch)
+        for i, (x, y) in bar:
+            if i < skip:
+                continue
+            start = time.perf_counter()
+            x, y = x.to(device), y.to(device)
+            losses = step(model, x, y, optimizer, criterion, config.grad_clip_value)
+            scheduler.step()
+            done += 1
+            history["steps"].append({"step": done, "epoch": epoch + 1, **losses,
+                                     "seconds": time.perf_counter() - start})
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+            if config.checkpoint_every and done % config.checkpoint_every == 0:
+                save(done)
+        this_epoch = [s for s in history["steps"] if s["epoch"] == epoch + 1]
+        history["epochs"].append({
+            "epoch": epoch + 1,
+            "train_loss": sum(s["loss"] for s in this_epoch) / max(len(this_epoch), 1),
+            "seconds": sum(s["seconds"] for s in this_epoch), "steps": len(this_epoch)})
+        save(done)
+    model.eval()
+    return history
+
+
+@TRAIN_STEPS.register("saq")
+class SaqStep(TrainStep):
+    """Sharpness-aware QAT (Liu, Cai, Zhuang, "Sharpness-aware quantization for deep neural
+    networks"), with the paper's three ways of combining SAM's perturbation
+    ``eps = rho * g / ||g||_2`` with quantization:
+
+    1. ``L(Q(w) + eps(w))``: ``g`` taken at the latent weights, ``eps`` added to ``Q(w)``;
+    2. ``L(Q(w + eps(w)))``: the latent weights perturbed, then quantized;
+    3. SAQ, ``L(Q(w) + eps(Q(w)))``: ``g`` taken at the quantized weights, ``eps`` added to
+       them after quantization and held constant; the latent weights get the second pass's
+       gradient through the straight-through estimator.
+
+    ``||g||`` is one norm over the weight gradients (case 3: at the quantized weights) and the
+    gradients of every other trained parameter (biases, BN affine parameters, quantizer
+    steps), which are perturbed in place by their own ``eps`` for the second pass and restored
+    bit for bit before the optimizer step, as are the BN running statistics the second pass
+    moved. ``every`` / ``probability``: a fresh perturbation every ``k`` steps or with
+    probability ``p``; other steps run one pass at the last perturbation (half the cost).
+    """
+
+    def __init__(self, rho: float = 0.4, case: int = 3, every: int = 1,
+                 probability: float | None = None, seed: int = 0) -> None:
+        super().__init__()
+        if case not in (1, 2, 3):
+            raise MpqbenchError(f"SAQ case must be 1, 2 or 3, got {case!r}")
+        if rho < 0 or every < 1 or (probability is not None and not 0 < probability <= 1):
+            raise MpqbenchError(f"SAQ needs rho >= 0, every >= 1 and 0 < probability <= 1 "
+                                f"(got rho={rho}, every={every}, probability={probability})")
+        self.rho, self.case, self.every, self.probability = rho, case, every, probability
+        self.generator = torch.Generator().manual_seed(seed)
+        self.calls = 0
+        self.refreshes = 0
+        self.eps_weights: dict[str, torch.Tensor] | None = None
+        self.eps_others: dict[str, torch.Tensor] | None = None
+
+    def setup(self, model: nn.Module) -> None:
+        from mpqbench.quant.modules import quant_layers
+
+        self.layers = [(n, m) for n, m in quant_layers(model) if m.weight_quantizer is not None]
+        latent = {id(m.weight) for _, m in self.layers}
+        self.others = [(n, p) for n, p in model.named_parameters()
+                       if p.requires_grad and id(p) not in latent]
+        self.norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def _due(self) -> bool:
+        if self.eps_weights is None:
+            return True
+        if self.probability is not None:
+            return bool(torch.rand((), generator=self.generator) < self.probability)
+        return self.calls % self.every == 0
+
+    def perturbation(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     criterion: Criterion) -> torch.Tensor:
+        """The first pass: sets ``eps_weights`` / ``eps_others``; returns the loss at Q(w)."""
+        at_quantized = self.case == 3
+        if at_quantized:  # a zero offset on Q(w): its gradient is dL/dQ(w)
+            for _, m in self.layers:
+                m.weight_delta = torch.zeros_like(m.weight, requires_grad=True)
+        try:
+            loss = self._pass(model, x, y, criterion)
+            weight_grads = {n: (m.weight_delta if at_quantized else m.weight).grad
+                            for n, m in self.layers}
+        finally:
+            for _, m in self.layers:
+                m.weight_delta = None
+        other_grads = {n: p.grad for n, p in self.others}
+        grads = {k: g for k, g in (weight_grads | other_grads).items() if g is not None}
+        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads.values())).float()
+        scale = self.rho / (norm + 1e-12)
+        zero = {n: torch.zeros_like(m.weight) for n, m in self.layers}
+        self.eps_weights = {n: (g * scale if g is not None else zero[n])
+                            for n, g in weight_grads.items()}
+        self.eps_others = {n: (g * scale if g is not None else torch.zeros_like(p))
+                           for (n, p), g in zip(self.others, other_grads.values(), strict=True)}
+        self.refreshes += 1
+        return loss
+
+    def perturbed_pass(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                       criterion: Criterion, keep_bn_stats: bool) -> torch.Tensor:
+        """Forward and backward at the perturbed point; every perturbed tensor is restored."""
+        saved = {n: p.detach().clone() for n, p in self.others}
+        saved_latent = {}
+        saved_stats = [{k: v.clone() for k, v in bn.state_dict().items()} for bn in self.norms] \
+            if keep_bn_stats else []
+        with torch.no_grad():
+            for n, p in self.others:
+                p.add_(self.eps_others[n])
+            for n, m in self.layers:
+                if self.case == 2:
+                    saved_latent[n] = m.weight.detach().clone()
+                    m.weight.add_(self.eps_weights[n])
+                else:
+                    m.weight_delta = self.eps_weights[n]
+        try:
+            loss = self._pass(model, x, y, criterion)
+        finally:
+            with torch.no_grad():
+                for n, p in self.others:
+                    p.copy_(saved[n])
+                for n, m in self.layers:
+                    m.weight_delta = None
+                    if n in saved_latent:
+                        m.weight.copy_(saved_latent[n])
+                for bn, stats in zip(self.norms, saved_stats, strict=False):
+                    bn.load_state_dict(stats)
+        return loss
+
+    def __call__(self, model, x, y, optimizer, criterion, clip_value=None):
+        optimizer.zero_grad(set_to_none=True)
+        losses = {}
+        refresh = self._due()
+        if refresh:
+            losses["loss_at_q"] = self.perturbation(model, x, y, criterion).item()
+            optimizer.zero_grad(set_to_none=True)
+        loss = self.perturbed_pass(model, x, y, criterion, keep_bn_stats=refresh)
+        self.calls += 1
+        _clip_and_step(model, optimizer, clip_value)
+        return {"loss": loss.item(), **losses, "refreshed": float(refresh)}
+
+    def state_dict(self) -> dict:
+        return {"calls": self.calls, "refreshes": self.refreshes,
+                "generator": self.generator.get_state(),
+                "eps_weights": self.eps_weights, "eps_others": self.eps_others}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.calls, self.refreshes = state["calls"], state["refreshes"]
+        self.generator.set_state(state["generator"])
+        self.eps_weights, self.eps_others = state["eps_weights"], state["eps_others"]
+
+
+@TRAIN_STEPS.register("limpq_joint")
+class JointIndicatorStep(TrainStep):
+    """LIMPQ's joint indicator training step (Tang et al., ECCV 2022, authors' code).
+
+    On one batch: every candidate width ``b`` (largest first) with all ``layers`` at
+    ``W=b, A=b``, then one random mixed setting (each layer an independent ``b`` shared by
+    its weight and input), each a forward and backward pass whose gradients accumulate; then
+    the clip and one optimizer step: ``|B| + 1`` passes. The model comes from
+    ``quant.multibit.multibit_model``.
+    """
+
+    def __init__(self, layers: list[str], candidates: list[int], seed: int = 0) -> None:
+        super().__init__()
+        if not layers or not candidates:
+            raise MpqbenchError("the joint indicator step needs layers and candidate widths")
+        self.layers = list(layers)
+        self.candidates = sorted(set(candidates))
+        self.generator = torch.Generator().manual_seed(seed)
+        self.passes_per_step = len(self.candidates) + 1
+
+    def random_setting(self) -> dict[str, int]:
+        picks = torch.randint(len(self.candidates), (len(self.layers),), generator=self.generator)
+        return {name: self.candidates[i] for name, i in zip(self.layers, picks.tolist(),
+                                                             strict=True)}
+
+    def __call__(self, model, x, y, optimizer, criterion, clip_value=None):
+        from mpqbench.quant.multibit import set_bits
+
+        optimizer.zero_grad(set_to_none=True)
+        losses = {}
+        for b in reversed(self.candidates):
+            set_bits(model, dict.fromkeys(self.layers, b))
+            losses[f"W{b}A{b}"] = self._pass(model, x, y, criterion).item()
+        set_bits(model, self.random_setting())
+        losses["mixed"] = self._pass(model, x, y, criterion).item()
+        _clip_and_step(model, optimizer, clip_value)
+        return {"loss": sum(losses.values()) / len(losses), **losses}
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

@@ -96,5 +96,20 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
     assert {r["metric"] for r in synthetic} == {"task_loss", "zeroq_kl"}
     assert all(r["extra"]["calibration_data"] in ("labeled", "zeroq") for r in synthetic)
 
+    limpq = {r["run_id"]: r for r in (json.loads(p.read_text()) for p in
+                                      (repo / "results/runs/limpq-resnet20").glob("*.json"))}
+    assert len(limpq) == 3 + 2  # three searched budgets, uniform W3A3 and W4A4
+    w4eq = limpq["limpq-resnet20-W4A4eq-qat_lsq"]
+    assert w4eq["protocol"] == "qat_lsq" and w4eq["solver"] == "ilp"
+    assert w4eq["cost"]["bitops_g"] <= limpq["limpq-resnet20-uniform-W4A4-qat_lsq"]["cost"][
+        "bitops_g"] * (1 + 1e-9)
+    assert w4eq["extra"]["forward_passes"] == 2 and len(w4eq["extra"]["loss_curve"]) == 2
+    saq = {r["run_id"]: r for r in (json.loads(p.read_text()) for p in
+                                    (repo / "results/runs/saq-resnet20").glob("*.json"))}
+    assert len(saq) == 3 * 2 + 2 + 1 + 2  # widths x protocols, cases 1-2, every 2, mixed x 2
+    assert saq["saq-resnet20-W4A4-qat_saq"]["extra"]["forward_passes"] == 4  # 2 steps x 2
+    assert saq["saq-resnet20-W4A4-qat_saq-every2"]["extra"]["forward_passes"] == 3
+    assert saq["saq-resnet20-mixed-qat_saq"]["policy"]["layers"] == w4eq["policy"]["layers"]
+
     second = _run(["dvc", "repro"], repo, env)
     assert "Data and pipelines are up to date" in second

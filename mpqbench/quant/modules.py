@@ -104,32 +104,65 @@ class StaticQuantizer(nn.Module):
 
 
 class LsqQuantizer(nn.Module):
-    """A learned step (Esser et al. 2020), initialized from the first tensor it sees."""
+    """A learned step (Esser et al. 2020), initialized from the first tensor it sees.
 
-    def __init__(self, scheme: QuantScheme, channels: int | None = None) -> None:
+    ``step_range``: the step is clamped to ``[lo, hi]`` in the forward pass (LIMPQ uses
+    ``[1e-5, 1]``); ``init``: ``lsq`` (``2 mean|x| / sqrt(Q_P)``) or ``sigma`` (LIMPQ's
+    weight init, ``max(|mu - 3 sigma|, |mu + 3 sigma|) / 2^(b-1)``).
+    """
+
+    def __init__(self, scheme: QuantScheme, channels: int | None = None,
+                 step_range: tuple[float, float] | None = None, init: str = "lsq") -> None:
         super().__init__()
+        if init not in LSQ_INITS:
+            raise MpqbenchError(f"unknown LSQ init {init!r}; known: {', '.join(LSQ_INITS)}")
         self.scheme = scheme
         self.bits = scheme.bits
+        self.step_range = tuple(step_range) if step_range is not None else None
+        self.init = init
         shape = (channels,) if scheme.per_channel else ()
         self.step = nn.Parameter(torch.ones(shape))
         self.register_buffer("initialized", torch.tensor(False))
 
     def init_from(self, x: torch.Tensor) -> None:
         with torch.no_grad():
-            self.step.copy_(lsq_init_step(x, self.scheme.qmax, self.scheme.per_channel,
-                                          self.scheme.axis))
+            self.step.copy_(LSQ_INITS[self.init](x, self.scheme))
         self.initialized.fill_(True)
+
+    def effective_step(self) -> torch.Tensor:
+        """The step the forward pass uses (after the clamp), shape () or (C,)."""
+        if self.step_range is None:
+            return self.step
+        return torch.clamp(self.step, *self.step_range)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.initialized:
             self.init_from(x)
         per_step = x.numel() // self.step.numel()
         axis = self.scheme.axis if self.scheme.per_channel else None
-        return lsq_quantize(x, self.step, self.scheme.qmin, self.scheme.qmax, axis,
+        return lsq_quantize(x, self.effective_step(), self.scheme.qmin, self.scheme.qmax, axis,
                             lsq_gradient_scale(per_step, self.scheme.qmax))
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}"
+        return f"bits={self.bits}, per_channel={self.scheme.per_channel}, init={self.init}"
+
+
+def _sigma_init(x: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
+    """LIMPQ's weight step init (Tang et al. 2022, authors' code): the 3-sigma range / 2^(b-1)."""
+    x = x.detach()
+    if scheme.per_channel:
+        flat = x.transpose(0, scheme.axis).reshape(x.shape[scheme.axis], -1)
+        mu, sigma = flat.mean(1), flat.std(1)
+    else:
+        mu, sigma = x.mean(), x.std()
+    bound = torch.maximum((mu - 3 * sigma).abs(), (mu + 3 * sigma).abs())
+    return (bound / 2 ** (scheme.bits - 1)).clamp(min=1e-8)
+
+
+LSQ_INITS: dict[str, Callable[[torch.Tensor, QuantScheme], torch.Tensor]] = {
+    "lsq": lambda x, scheme: lsq_init_step(x, scheme.qmax, scheme.per_channel, scheme.axis),
+    "sigma": _sigma_init,
+}
 
 
 class MultiBitLsqQuantizer(nn.Module):
@@ -140,13 +173,14 @@ class MultiBitLsqQuantizer(nn.Module):
     """
 
     def __init__(self, candidates: Iterable[int], make_scheme: Callable[[int], QuantScheme],
-                 channels: int | None = None) -> None:
+                 channels: int | None = None, **lsq_options: object) -> None:
         super().__init__()
         self.candidates = sorted(set(candidates))
         if not self.candidates:
             raise MpqbenchError("a multi-bit quantizer needs at least one candidate bit width")
         self.per_bits = nn.ModuleDict(
-            {str(b): LsqQuantizer(make_scheme(b), channels) for b in self.candidates})
+            {str(b): LsqQuantizer(make_scheme(b), channels, **lsq_options)
+             for b in self.candidates})
         self.bits = self.candidates[-1]
 
     def set_bits(self, bits: int) -> None:
@@ -155,7 +189,8 @@ class MultiBitLsqQuantizer(nn.Module):
         self.bits = bits
 
     def step(self, bits: int) -> torch.Tensor:
-        return self.per_bits[str(bits)].step
+        """The effective (clamped) step of the ``bits`` quantizer."""
+        return self.per_bits[str(bits)].effective_step()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.per_bits[str(self.bits)](x)
@@ -174,25 +209,39 @@ def _static(role: str, bits: int, module: nn.Module, weight_observer: str = "min
     return StaticQuantizer(input_scheme(bits), input_observer)
 
 
+def _lsq_weight_scheme(bits: int, per_channel: bool) -> QuantScheme:
+    return QuantScheme(bits, signed=True, symmetric=True, per_channel=per_channel, axis=0)
+
+
 @QUANTIZERS.register("lsq")
-def _lsq(role: str, bits: int, module: nn.Module, **_: object) -> nn.Module:
+def _lsq(role: str, bits: int, module: nn.Module, lsq_per_channel: bool = True,
+         step_range: tuple[float, float] | None = None, weight_init: str = "lsq",
+         **_: object) -> nn.Module:
+    """LSQ; ``lsq_per_channel=False`` gives one weight step per layer (LIMPQ, the QAT
+    protocols); inputs always have one step, set from the first batch."""
     if role == "weight":
-        quantizer = LsqQuantizer(weight_scheme(bits), module.weight.shape[0])
+        quantizer = LsqQuantizer(_lsq_weight_scheme(bits, lsq_per_channel),
+                                 module.weight.shape[0] if lsq_per_channel else None,
+                                 step_range, weight_init)
         quantizer.init_from(module.weight)
         return quantizer
-    return LsqQuantizer(input_scheme(bits))
+    return LsqQuantizer(input_scheme(bits), step_range=step_range)
 
 
 @QUANTIZERS.register("multi_lsq")
 def _multi_lsq(role: str, bits: int, module: nn.Module, candidates: Iterable[int] = (),
-               **_: object) -> nn.Module:
+               lsq_per_channel: bool = True, step_range: tuple[float, float] | None = None,
+               weight_init: str = "lsq", **_: object) -> nn.Module:
     candidates = sorted(set(candidates) | {bits})
     if role == "weight":
-        quantizer = MultiBitLsqQuantizer(candidates, weight_scheme, module.weight.shape[0])
+        quantizer = MultiBitLsqQuantizer(
+            candidates, lambda b: _lsq_weight_scheme(b, lsq_per_channel),
+            module.weight.shape[0] if lsq_per_channel else None,
+            step_range=step_range, init=weight_init)
         for b in candidates:
             quantizer.per_bits[str(b)].init_from(module.weight)
     else:
-        quantizer = MultiBitLsqQuantizer(candidates, input_scheme)
+        quantizer = MultiBitLsqQuantizer(candidates, input_scheme, step_range=step_range)
     quantizer.set_bits(bits)
     return quantizer
 
@@ -202,9 +251,12 @@ class QuantMixin:
 
     weight_quantizer: nn.Module | None
     input_quantizer: nn.Module | None
+    # added to the quantized weight when set: SAQ's perturbation of Q(w) (train.SaqStep)
+    weight_delta: torch.Tensor | None = None
 
     def quantized_weight(self) -> torch.Tensor:
-        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+        w = self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+        return w if self.weight_delta is None else w + self.weight_delta
 
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.input_quantizer is None else self.input_quantizer(x)
@@ -237,6 +289,7 @@ def _to_quant(module: nn.Module) -> nn.Module:
     quant._modules = dict(module._modules)
     quant.weight_quantizer = None
     quant.input_quantizer = None
+    quant.weight_delta = None
     return quant
 
 
@@ -280,7 +333,8 @@ def quantize_model(
     The layers fed by the image itself keep a full-precision input unless
     ``quantize_image_input`` (the image is 8-bit by nature; the cost model counts it as 8).
     ``quantizer_options`` go to the quantizer factories (static: ``weight_observer``,
-    ``input_observer``; multi_lsq: ``candidates``).
+    ``input_observer``; lsq / multi_lsq: ``lsq_per_channel``, ``step_range``, ``weight_init``;
+    multi_lsq: ``candidates``).
     Static input quantizers start in ``off`` mode: calibrate them (see ``ptq.calibrate``).
     """
     bits = bits.bits() if isinstance(bits, Policy) else dict(bits)

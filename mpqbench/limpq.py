@@ -1,0 +1,123 @@
+"""LIMPQ: learned layer-wise importance indicators and a one-time ILP (Tang et al., ECCV 2022).
+
+1. ``train_indicators``: a multi-bit copy of the FP model (``quant.multibit``) trained with
+   the joint step (``train.JointIndicatorStep``): every uniform width and one random mixed
+   setting per batch.
+2. ``indicators``: the learned steps, ``I_w^l(b) = s_w^l[b]`` and ``I_a^l(b) = s_a^l[b]``.
+3. ``repair``: a width whose indicator is below the next wider one's is not trusted.
+4. ``indicator_table``: the ILP's scores over (w_bits, a_bits) pairs,
+   ``I_a^l(b_a) + alpha * I_w^l(b_w)`` (the paper's ``alpha = 2``), searched once per budget
+   with ``search.search("ilp", ...)``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from mpqbench.data import Split
+from mpqbench.errors import MpqbenchError
+from mpqbench.quant.modules import MultiBitLsqQuantizer
+from mpqbench.quant.multibit import multibit_model
+from mpqbench.sensitivity.base import SensitivityTable
+from mpqbench.train import JointIndicatorStep, QatConfig, qat_train
+
+IMAGE_A_BITS = 8  # a searchable layer fed by the image: its input is 8-bit by nature
+
+
+@dataclass
+class IndicatorTraining:
+    """The trained multi-bit model, its loss history and the wall seconds it took."""
+
+    model: nn.Module
+    history: dict
+    seconds: float
+    passes_per_step: int
+
+
+def train_indicators(
+    fp_model: nn.Module, train: Split, input_shape: tuple[int, ...], searchable: list[str],
+    candidates: list[int], config: QatConfig, device: torch.device | str = "cpu",
+    resume_path: str | None = None,
+) -> IndicatorTraining:
+    """Joint training of every candidate width's steps (and per-width BNs); see the module doc.
+
+    The FP model is left untouched. The first conv and classifier (not in ``searchable``) run
+    in full precision during this phase, as in the authors' code.
+    """
+    model = multibit_model(fp_model, input_shape, searchable, candidates)
+    step = JointIndicatorStep(searchable, candidates, seed=config.seed)
+    start = time.perf_counter()
+    from mpqbench.qat import fingerprint
+
+    history = qat_train(model, train, config, step, device, resume_path, desc="LIMPQ indicators",
+                        resume_tag=fingerprint(fp_model, searchable, candidates))
+    return IndicatorTraining(model, history, time.perf_counter() - start, step.passes_per_step)
+
+
+def indicators(model: nn.Module, searchable: list[str]) -> pd.DataFrame:
+    """Columns layer, bits, kind (``weight`` / ``activation``), indicator (the learned step).
+
+    A layer whose input is not quantized (fed by the image) has no activation rows.
+    """
+    rows = []
+    for name in searchable:
+        layer = model.get_submodule(name)
+        for kind, quantizer in (("weight", layer.weight_quantizer),
+                                ("activation", layer.input_quantizer)):
+            if quantizer is None:
+                continue
+            if not isinstance(quantizer, MultiBitLsqQuantizer):
+                raise MpqbenchError(f"layer {name} has no multi-bit {kind} quantizer; train "
+                                    "the indicators on a model from multibit_model")
+            rows += [{"layer": name, "bits": b, "kind": kind,
+                      "indicator": float(quantizer.step(b).detach())}
+                     for b in quantizer.candidates]
+    return pd.DataFrame(rows, columns=["layer", "bits", "kind", "indicator"])
+
+
+def repair(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add a ``usable`` column: False where ``I(b_prev) < I(b)`` for the next wider ``b``.
+
+    A narrower width must have a larger step; when it does not, its indicator is unreliable
+    and the search must never pick it (the authors set it to a huge value; rows marked
+    unusable are left out of the ILP instead, which picks the same policy whenever one
+    without them fits the budget, and otherwise reports the budget as infeasible rather than
+    choosing an unreliable width). Each comparison uses the learned values.
+    """
+    out = frame.sort_values(["layer", "kind", "bits"]).reset_index(drop=True)
+    out["usable"] = True
+    for _, group in out.groupby(["layer", "kind"], sort=False):
+        values = group["indicator"].to_numpy()
+        for i in range(1, len(values)):
+            if values[i - 1] < values[i]:
+                out.loc[group.index[i - 1], "usable"] = False
+    return out
+
+
+def indicator_table(frame: pd.DataFrame, alpha: float = 2.0, seconds: float = 0.0,
+                    images: int = 0, passes: int = 0) -> SensitivityTable:
+    """Scores over (w_bits, a_bits): ``I_a(b_a) + alpha * I_w(b_w)``, usable widths only.
+
+    ``frame`` from ``repair``; ``seconds`` / ``images`` / ``passes``: the indicator training's
+    cost (recorded in the table). A layer without activation rows gets ``a_bits = 8``.
+    """
+    if "usable" not in frame.columns:
+        frame = repair(frame)
+    rows = []
+    for layer, group in frame[frame["usable"]].groupby("layer", sort=False):
+        weights = group[group["kind"] == "weight"]
+        acts = group[group["kind"] == "activation"]
+        act_choices = [(int(r.bits), r.indicator) for r in acts.itertuples()] or [
+            (IMAGE_A_BITS, 0.0)]
+        for w in weights.itertuples():
+            for a_bits, a_ind in act_choices:
+                rows.append({"layer": layer, "w_bits": int(w.bits), "a_bits": a_bits,
+                             "score": a_ind + alpha * w.indicator})
+    table = pd.DataFrame(rows, columns=["layer", "w_bits", "a_bits", "score"])
+    return SensitivityTable(table, "limpq_indicator", seconds, images * passes,
+                            images * passes, images, {"alpha": alpha})

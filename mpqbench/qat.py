@@ -1,0 +1,133 @@
+"""The quantization-aware training protocols: ``qat_lsq`` and ``qat_saq``.
+
+Both start from the FP checkpoint with a Policy applied through LSQ quantizers (one learned
+step per layer for weights and for inputs, LIMPQ's init and step clamp ``[1e-5, 1]``, normal
+BatchNorm kept), train on the same data, schedule and seed (``train.QatConfig``) and differ
+only in their training step: ``sgd`` for ``qat_lsq``, ``saq`` for ``qat_saq``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from mpqbench.cost import Bits
+from mpqbench.data import Split
+from mpqbench.quant.modules import quantize_model
+from mpqbench.quant.policy import Policy
+from mpqbench.registry import Registry
+from mpqbench.train import TRAIN_STEPS, QatConfig, TrainStep, qat_train
+
+QAT_PROTOCOLS: Registry[str] = Registry("QAT protocol")  # protocol -> training step name
+QAT_PROTOCOLS.add("qat_lsq", "sgd")
+QAT_PROTOCOLS.add("qat_saq", "saq")
+
+LSQ_OPTIONS = {"lsq_per_channel": False, "step_range": (1e-5, 1.0), "weight_init": "sigma"}
+
+
+@dataclass
+class QatResult:
+    """The trained model (eval mode), the loss history, wall seconds and the step used."""
+
+    model: nn.Module
+    history: dict
+    seconds: float
+    step: TrainStep
+
+    def seconds_per_step(self) -> float:
+        steps = self.history["steps"]
+        return sum(s["seconds"] for s in steps) / max(len(steps), 1)
+
+
+def qat_model(fp_model: nn.Module, bits: Bits | Policy, input_shape: tuple[int, ...]
+              ) -> nn.Module:
+    """A copy of the FP model with LSQ quantizers at ``bits`` (the QAT protocols' start)."""
+    return quantize_model(fp_model, bits, input_shape, "lsq", "lsq", **LSQ_OPTIONS)
+
+
+def run_qat(
+    protocol: str, fp_model: nn.Module, bits: Bits | Policy, train: Split,
+    input_shape: tuple[int, ...], config: QatConfig, device: torch.device | str = "cpu",
+    step_options: dict[str, Any] | None = None, resume_path: str | None = None,
+    desc: str | None = None,
+) -> QatResult:
+    """Fine-tune ``fp_model`` under ``bits`` with ``protocol`` (``qat_lsq`` or ``qat_saq``).
+
+    ``step_options`` go to the step (SAQ: ``rho``, ``case``, ``every``, ``probability``);
+    the step's seed is the config's.
+    """
+    step_name = QAT_PROTOCOLS.get(protocol)
+    step = TRAIN_STEPS.get(step_name)(**(step_options or {}),
+                                      **({"seed": config.seed} if step_name == "saq" else {}))
+    model = qat_model(fp_model, bits, input_shape)
+    start = time.perf_counter()
+    tag = fingerprint(fp_model, bits, protocol, step_options)
+    history = qat_train(model, train, config, step, device, resume_path, desc=desc or protocol,
+                        resume_tag=tag)
+    return QatResult(model, history, time.perf_counter() - start, step)
+
+
+def fingerprint(model: nn.Module, *args: Any) -> str:
+    """A SHA-256 of the model's weights and ``args`` (names a resume state)."""
+    digest = hashlib.sha256(repr(args).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def qat_config(settings: dict[str, Any], overrides: dict[str, Any] | None = None) -> QatConfig:
+    """The profile's QAT schedule (``profiles.<p>.qat``) with ``overrides`` on top."""
+    from mpqbench.errors import MpqbenchError
+
+    if "qat" not in settings:
+        raise MpqbenchError(f"profile {settings.get('profile')!r} has no 'qat' settings; add "
+                            "profiles.<profile>.qat to params.yaml (see the quick profile)")
+    return QatConfig.from_dict({**settings["qat"], **(overrides or {})}, settings["seed"])
+
+
+def loss_curve(history: dict, every: int = 1) -> list[dict[str, float]]:
+    """Every ``every``-th step's losses (floats rounded to 5 digits), for RunRecords."""
+    return [{k: round(float(v), 5) for k, v in s.items()} for s in history["steps"][::every]]
+
+
+def qat_policy_run(
+    *, protocol: str, model: nn.Module, splits, model_name: str, settings: dict[str, Any],
+    device: torch.device | str, fp_top1: float, layers, bits: Bits, fixed: Bits, method: str,
+    run_id: str, config: QatConfig, step_options: dict[str, Any] | None = None,
+    metric: str | None = None, solver: str | None = None, budget: dict | None = None,
+    bit_candidates: list[int] | None = None, timing: dict[str, float] | None = None,
+    extra: dict[str, Any] | None = None, resume_dir: str | None = ".resume",
+):
+    """Fine-tune the FP ``model`` under ``bits`` with ``protocol``, evaluate on test, and return
+    (RunRecord, QatResult). ``timing`` adds earlier phases (sensitivity_s, search_s) to the
+    record; the protocol's seconds and the loss curve are filled in here. An interrupted
+    run resumes from ``resume_dir/<run_id>.pt`` (None: no resume states)."""
+    from mpqbench.evaluate import evaluate
+    from mpqbench.runs import quantized_run_record
+
+    resume = f"{resume_dir}/{run_id}.pt" if resume_dir else None
+    qat = run_qat(protocol, model, bits, splits.train, splits.input_shape, config, device,
+                  step_options, resume, desc=run_id)
+    eval_cfg = settings["eval"]
+    result = evaluate(qat.model, splits.test, eval_cfg["batch_size"], device,
+                      eval_cfg.get("max_images"), desc=f"{run_id} test")
+    timing = dict(timing or {})
+    before = timing.get("sensitivity_s", 0.0) + timing.get("search_s", 0.0)
+    record = quantized_run_record(
+        run_id=run_id, method=method, model_name=model_name, splits=splits, layers=layers,
+        bits=bits, result=result, fp_top1=fp_top1, protocol=protocol, settings=settings,
+        device=device, fixed=fixed, metric=metric, solver=solver, budget=budget,
+        bit_candidates=bit_candidates,
+        timing={**timing, "protocol_s": qat.seconds, "total_s": before + qat.seconds,
+                "train_s_per_step": qat.seconds_per_step()},
+        extra={"qat": asdict(config), "step": type(qat.step).__name__,
+               "step_options": step_options or {}, "forward_passes": qat.step.forward_passes,
+               "loss_curve": loss_curve(qat.history), **(extra or {})},
+    )
+    return record, qat

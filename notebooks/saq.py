@@ -1,0 +1,144 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # SAQ: sharpness-aware quantization-aware training
+#
+# Liu, Cai, Zhuang: SAM's perturbation `eps = rho * g / ||g||` combined with quantization.
+# Case 3 (SAQ) takes the gradient at the quantized weights and adds `eps` after
+# quantization; case 1 takes it at the latent weights and adds it after quantization;
+# case 2 perturbs the latent weights before quantizing (rounding swallows small `eps`).
+# SAQ is a training protocol, not an allocator: `qat_saq` against `qat_lsq` (plain SGD QAT)
+# with the same data, schedule, seed and LSQ quantizer; only the training step differs.
+# The first conv and the classifier are W8A8 (method card 6).
+
+# %% tags=["parameters"]
+model_name = "resnet20"
+profile = "smoke"
+params_file = "params.yaml"
+runs_dir = "results/runs/saq-resnet20"
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from mpqbench.baseline import method_setup
+from mpqbench.cost import parse_wa
+from mpqbench.qat import qat_config, qat_policy_run
+from mpqbench.results import load_runs, save_run
+from mpqbench.search import uniform_bits
+
+setup = method_setup("saq", model_name, profile, params_file)
+settings, cfg, model, splits, device = (setup.settings, setup.cfg, setup.model, setup.splits,
+                                        setup.device)
+layers, fixed, fp = setup.layers, setup.fixed, setup.fp
+config = qat_config(settings)
+print(f"{model_name} on {splits.variant}: FP top-1 {fp.top1:.2f}%; {config.epochs} epoch(s) of "
+      f"{config.steps_per_epoch(len(splits.train))} steps, lr {config.lr}, rho {cfg['rho']}")
+rows, curves = [], {}
+
+
+def train_and_save(label: str, bits, protocol: str, step_options=None, **meta):
+    record, qat = qat_policy_run(
+        protocol=protocol, model=model, splits=splits, model_name=model_name, settings=settings,
+        device=device, fp_top1=fp.top1, layers=layers, bits=bits, fixed=fixed, method="saq",
+        run_id=f"saq-{model_name}-{label}", config=config, step_options=step_options, **meta)
+    save_run(record, runs_dir)
+    curves[label] = pd.DataFrame(qat.history["steps"])
+    rows.append({"run": label, "protocol": protocol, **record.cost, **record.accuracy,
+                 "train_s": qat.seconds, "s_per_step": qat.seconds_per_step(),
+                 "passes": qat.step.forward_passes})
+    return record
+
+
+# %% [markdown]
+# ## Uniform policies: plain QAT against SAQ (case 3)
+
+# %%
+for wa in cfg["configs"]:
+    w, a = parse_wa(wa)
+    bits = uniform_bits(layers, w, a, fixed)
+    train_and_save(f"{wa}-qat_lsq", bits, "qat_lsq", solver="uniform", extra={"config": wa})
+    train_and_save(f"{wa}-qat_saq", bits, "qat_saq", {"rho": cfg["rho"], "case": 3},
+                   solver="uniform", extra={"config": wa, "case": 3})
+
+# %% [markdown]
+# ## The three cases, and the efficiency schedule, at one width
+
+# %%
+w, a = parse_wa(cfg["cases_at"])
+bits = uniform_bits(layers, w, a, fixed)
+for case in (c for c in cfg["cases"] if c != 3):
+    train_and_save(f"{cfg['cases_at']}-qat_saq-case{case}", bits, "qat_saq",
+                   {"rho": cfg["rho"], "case": case}, solver="uniform",
+                   extra={"config": cfg["cases_at"], "case": case})
+for every in cfg["every"]:
+    train_and_save(f"{cfg['cases_at']}-qat_saq-every{every}", bits, "qat_saq",
+                   {"rho": cfg["rho"], "case": 3, "every": every}, solver="uniform",
+                   extra={"config": cfg["cases_at"], "case": 3, "every": every})
+
+# %% [markdown]
+# ## A mixed policy from another method, fine-tuned both ways
+# Taken from that method's RunRecord when it exists in `results/` (params:
+# `method_cfg.saq.mixed_policy`); skipped otherwise.
+
+# %%
+source = cfg.get("mixed_policy") or {}
+found = [run for run in load_runs(source["runs"]) if run.run_id == source["run_id"]] \
+    if source and Path(source["runs"]).is_dir() else []
+if found:
+    policy = found[0].policy
+    mixed = {name: (b["w_bits"], b["a_bits"]) for name, b in policy["layers"].items()}
+    meta = {"solver": found[0].solver, "metric": found[0].metric, "budget": found[0].budget,
+            "extra": {"policy_from": source["run_id"]}}
+    for protocol, options in (("qat_lsq", None),
+                              ("qat_saq", {"rho": cfg["rho_mixed"], "case": 3})):
+        train_and_save(f"mixed-{protocol}", mixed, protocol, options, **meta)
+    print(f"mixed policy from {source['run_id']}: {found[0].cost['bitops_g']:.4f} GBitOps")
+else:
+    print(f"no mixed policy found ({source}); run its method first")
+
+# %% [markdown]
+# ## Accuracy and training cost
+
+# %%
+results = pd.DataFrame(rows)
+plain_step = results.loc[results.protocol == "qat_lsq", "s_per_step"].mean()
+results["cost / plain step"] = results["s_per_step"] / plain_step
+results[["run", "protocol", "mean_w_bits", "mean_a_bits", "top1", "drop", "train_s",
+         "s_per_step", "cost / plain step", "passes"]].round(3)
+
+# %%
+uniform = results[results.run.str.match(r"W\d+A\d+-qat_(lsq|saq)$")].copy()
+uniform["config"] = uniform.run.str.split("-").str[0]
+fig, ax = plt.subplots(figsize=(6, 4))
+sns.barplot(data=uniform, x="config", y="top1", hue="protocol", ax=ax)
+ax.axhline(fp.top1, color="grey", linestyle="--")
+ax.set_ylabel("test top-1 (%)")
+ax.set_title(f"{model_name}: plain QAT vs SAQ, same schedule and seed")
+plt.show()
+
+# %%
+fig, ax = plt.subplots(figsize=(9, 4))
+for label, curve in curves.items():
+    if label.startswith(cfg["cases_at"]):
+        # SAQ's loss at Q(w), before the perturbation, is the one comparable to plain QAT's
+        loss = curve["loss_at_q"] if "loss_at_q" in curve else curve["loss"]
+        ax.plot(curve["step"], loss.rolling(10, min_periods=1).mean(), label=label)
+ax.set_xlabel("step")
+ax.set_ylabel("training loss at Q(w) (10-step mean)")
+ax.set_title(f"loss curves at {cfg['cases_at']}")
+ax.legend(fontsize=8)
+plt.show()
