@@ -47,6 +47,7 @@ layers, fixed, fp = setup.layers, setup.fixed, setup.fp
 config = qat_config(settings)
 print(f"{model_name} on {splits.variant}: FP top-1 {fp.top1:.2f}%; {config.epochs} epoch(s) of "
       f"{config.steps_per_epoch(len(splits.train))} steps, lr {config.lr}, rho {cfg['rho']}")
+# a sharper start shows in the loss at the perturbed point: compare loss and loss_at_q below
 rows, curves = [], {}
 
 
@@ -75,19 +76,26 @@ for wa in cfg["configs"]:
                    solver="uniform", extra={"config": wa, "case": 3})
 
 # %% [markdown]
-# ## The three cases, and the efficiency schedule, at one width
+# ## rho, the three cases, and the efficiency schedule, at one width
+# SAQ (case 3) at smaller `rho`; then cases 1 and 2 and a fresh perturbation every k steps,
+# all at `cases_rho` (compare with the SAQ run at the same `rho` in the sweep).
 
 # %%
 w, a = parse_wa(cfg["cases_at"])
 bits = uniform_bits(layers, w, a, fixed)
+for rho in cfg["rho_sweep"]:
+    train_and_save(f"{cfg['cases_at']}-qat_saq-rho{rho:g}", bits, "qat_saq",
+                   {"rho": rho, "case": 3}, solver="uniform",
+                   extra={"config": cfg["cases_at"], "case": 3})
 for case in (c for c in cfg["cases"] if c != 3):
-    train_and_save(f"{cfg['cases_at']}-qat_saq-case{case}", bits, "qat_saq",
-                   {"rho": cfg["rho"], "case": case}, solver="uniform",
+    train_and_save(f"{cfg['cases_at']}-qat_saq-case{case}-rho{cfg['cases_rho']:g}", bits,
+                   "qat_saq", {"rho": cfg["cases_rho"], "case": case}, solver="uniform",
                    extra={"config": cfg["cases_at"], "case": case})
 for every in cfg["every"]:
-    train_and_save(f"{cfg['cases_at']}-qat_saq-every{every}", bits, "qat_saq",
-                   {"rho": cfg["rho"], "case": 3, "every": every}, solver="uniform",
-                   extra={"config": cfg["cases_at"], "case": 3, "every": every})
+    train_and_save(f"{cfg['cases_at']}-qat_saq-every{every}-rho{cfg['cases_rho']:g}", bits,
+                   "qat_saq", {"rho": cfg["cases_rho"], "case": 3, "every": every},
+                   solver="uniform", extra={"config": cfg["cases_at"], "case": 3,
+                                            "every": every})
 
 # %% [markdown]
 # ## A mixed policy from another method, fine-tuned both ways

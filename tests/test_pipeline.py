@@ -38,6 +38,14 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
     _copy_repo(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["profile"] = "smoke"
+    # a new method added the documented way (docs/adding-a-method.md): the template, one run
+    # key, its settings
+    shutil.copy(repo / "notebooks/_template.py", repo / "notebooks/toy.py")
+    params["runs"]["toy-resnet20"] = {"method": "toy", "model": "resnet20",
+                                      "reads": "results/policy_bank/resnet20.json"}
+    params["method_cfg"]["toy"] = {"metric": "fisher_fit", "solver": "pareto", "bits": [3, 4, 8],
+                                   "a_bits": 8, "budgets": [{"compression_ratio": 6}],
+                                   "rounding": "nearest"}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "MPQBENCH_MIRROR": str(mirror_path()), "MPQBENCH_PROGRESS": "off",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -106,10 +114,17 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
     assert w4eq["extra"]["forward_passes"] == 2 and len(w4eq["extra"]["loss_curve"]) == 2
     saq = {r["run_id"]: r for r in (json.loads(p.read_text()) for p in
                                     (repo / "results/runs/saq-resnet20").glob("*.json"))}
-    assert len(saq) == 3 * 2 + 2 + 1 + 2  # widths x protocols, cases 1-2, every 2, mixed x 2
+    assert len(saq) == 3 * 2 + 3 + 2 + 1 + 2  # widths x protocols, rho sweep, cases 1-2,
+    # every 2, mixed x 2
     assert saq["saq-resnet20-W4A4-qat_saq"]["extra"]["forward_passes"] == 4  # 2 steps x 2
-    assert saq["saq-resnet20-W4A4-qat_saq-every2"]["extra"]["forward_passes"] == 3
+    assert saq["saq-resnet20-W4A4-qat_saq-every2-rho0.1"]["extra"]["forward_passes"] == 3
+    assert saq["saq-resnet20-W4A4-qat_saq-case2-rho0.1"]["extra"]["step_options"] == {
+        "rho": 0.1, "case": 2}
     assert saq["saq-resnet20-mixed-qat_saq"]["policy"]["layers"] == w4eq["policy"]["layers"]
+
+    (toy,) = [json.loads(p.read_text()) for p in (repo / "results/runs/toy-resnet20").glob("*")]
+    assert toy["method"] == "toy" and toy["solver"] == "pareto" and toy["metric"] == "fisher_fit"
+    assert toy["cost"]["compression_ratio"] >= 6 and f"{toy['run_id']}," in summary
 
     second = _run(["dvc", "repro"], repo, env)
     assert "Data and pipelines are up to date" in second
