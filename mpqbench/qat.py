@@ -9,7 +9,6 @@ only in their training step: ``sgd`` for ``qat_lsq``, ``saq`` for ``qat_saq``.
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,12 +31,17 @@ LSQ_OPTIONS = {"lsq_per_channel": False, "step_range": (1e-5, 1.0), "weight_init
 
 @dataclass
 class QatResult:
-    """The trained model (eval mode), the loss history, wall seconds and the step used."""
+    """The trained model (eval mode), the loss history, the step used, and ``seconds``: the
+    training steps' wall time summed over the history (so a resumed run counts the steps done
+    before the interruption too; batch preparation is not included)."""
 
     model: nn.Module
     history: dict
-    seconds: float
     step: TrainStep
+
+    @property
+    def seconds(self) -> float:
+        return sum(s["seconds"] for s in self.history["steps"])
 
     def seconds_per_step(self) -> float:
         steps = self.history["steps"]
@@ -65,11 +69,10 @@ def run_qat(
     step = TRAIN_STEPS.get(step_name)(**(step_options or {}),
                                       **({"seed": config.seed} if step_name == "saq" else {}))
     model = qat_model(fp_model, bits, input_shape)
-    start = time.perf_counter()
     tag = fingerprint(fp_model, bits, protocol, step_options)
     history = qat_train(model, train, config, step, device, resume_path, desc=desc or protocol,
                         resume_tag=tag)
-    return QatResult(model, history, time.perf_counter() - start, step)
+    return QatResult(model, history, step)
 
 
 def fingerprint(model: nn.Module, *args: Any) -> str:

@@ -233,12 +233,13 @@ def qat_train(
     """Train ``model`` in place with ``step``; returns ``{"epochs": [...], "steps": [...]}``.
 
     ``steps`` holds every step's losses and wall seconds (loss curves, cost per step);
-    ``epochs`` the mean loss, train top-1 is not measured (steps may run several passes).
+    ``epochs`` the mean loss and summed step seconds (train top-1 is not measured: steps may
+    run several passes).
     Epoch ``e`` shuffles with seed ``seed + e``. With ``resume_path`` the state is saved
     every ``checkpoint_every`` steps and at the end of each epoch, and an interrupted run
     resumes there, skipping the batches it has done, with the same result; a saved state
     whose config, step or ``resume_tag`` (e.g. a fingerprint of the start model and policy)
-    differs is ignored.
+    differs is ignored, and the state is deleted when training completes.
     """
     model.to(device).train()
     step.setup(model)
@@ -260,6 +261,7 @@ def qat_train(
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             step.load_state_dict(saved["step_state"])
+            step.forward_passes = saved["forward_passes"]
             history, done = saved["history"], saved["done"]
             print(f"resuming {desc} after step {done} of {config.epochs * per_epoch} "
                   f"from {resume_path}")
@@ -273,7 +275,7 @@ def qat_train(
                     "done": done_steps,
                     "history": history, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "step_state": step.state_dict()}, tmp)
+                    "step_state": step.state_dict(), "forward_passes": step.forward_passes}, tmp)
         tmp.replace(resume_path)
 
     for epoch in range(done // per_epoch, config.epochs):
@@ -303,6 +305,8 @@ def qat_train(
             "train_loss": sum(s["loss"] for s in this_epoch) / max(len(this_epoch), 1),
             "seconds": sum(s["seconds"] for s in this_epoch), "steps": len(this_epoch)})
         save(done)
+    if resume_path is not None:  # finished: the caller keeps the result, not a stale state
+        resume_path.unlink(missing_ok=True)
     model.eval()
     return history
 

@@ -239,10 +239,14 @@ def test_interrupted_qat_resumes_to_the_same_weights(tmp_path):
             qat_train(model, _conv_data(), config, step, resume_path=tmp_path / "r.pt")
     finally:
         SaqStep.__call__ = original
+    assert (tmp_path / "r.pt").is_file()  # the state after step 3 (checkpoint_every=3)
     resumed_model = qat_model(_conv_fp(), bits, (3, 8, 8))
-    history = qat_train(resumed_model, _conv_data(), config, SaqStep(rho=0.3, every=2, seed=5),
+    resumed_step = SaqStep(rho=0.3, every=2, seed=5)
+    history = qat_train(resumed_model, _conv_data(), config, resumed_step,
                         resume_path=tmp_path / "r.pt")
     assert [s["step"] for s in history["steps"]] == list(range(1, 9))
+    assert resumed_step.forward_passes == straight.step.forward_passes == 12  # 8 steps, 4 fresh
+    assert not (tmp_path / "r.pt").exists()  # a finished run leaves no state to go stale
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed_model.state_dict()[key]), key
 

@@ -1,0 +1,111 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # mpqbench: the comparison report
+#
+# Built from the RunRecords under `results/runs/` alone (every number below is a field of one
+# of them; `results/summary.csv` lists them all with their git commit). PTQ and QAT runs are
+# marked by their protocol and never averaged together. Accuracy is test top-1 on the
+# dataset variant named in each record; drops are against the FP model of the same records.
+
+# %% tags=["parameters"]
+runs_dir = "results/runs"
+out_dir = "results"
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+from mpqbench.comparison import (
+    accuracy_vs_cost,
+    allocator_protocol_matrix,
+    bits_at_budget,
+    method_costs,
+    metric_quality,
+    paper_vs_reproduced,
+    run_frame,
+)
+from mpqbench.report import write_summary
+from mpqbench.results import load_runs
+
+runs = load_runs(runs_dir) if Path(runs_dir).is_dir() else []
+frame = run_frame(runs)
+write_summary(runs_dir, out_dir)
+figures = Path(out_dir) / "figures"
+figures.mkdir(parents=True, exist_ok=True)
+print(f"{len(runs)} RunRecords; methods: {sorted(set(frame.method)) if len(frame) else []}; "
+      f"profiles: {sorted(set(frame.profile)) if len(frame) else []}")
+
+# %% [markdown]
+# ## Accuracy against size and BitOps
+# One plot per model and cost; markers: allocator (colour) and protocol (shape); black: the
+# Pareto front over every run; grey lines: uniform policies per protocol.
+
+# %%
+for model in sorted(set(frame.model)) if len(frame) else []:
+    for x in ("size_mib", "bitops_g"):
+        fig = accuracy_vs_cost(frame, model, x)
+        fig.savefig(figures / f"accuracy_vs_{x}-{model}.png", dpi=120, bbox_inches="tight")
+        plt.show()
+
+# %% [markdown]
+# ## Allocator x protocol
+# Test top-1 of every policy (rows: model, budget or uniform setting, allocator) under every
+# protocol it went through (columns). Down a column: allocators under one recipe; along a
+# row: one policy under different recipes.
+
+# %%
+matrix = allocator_protocol_matrix(frame)
+matrix
+
+# %% [markdown]
+# ## Bits per layer at a shared budget
+
+# %%
+for budget in ("ratio8", "W4A4eq"):
+    bits = bits_at_budget(frame, budget)
+    if bits.empty:
+        print(f"no searched policy at {budget}")
+        continue
+    fig, ax = plt.subplots(figsize=(0.9 * len(bits.columns) + 3, 0.3 * len(bits) + 1.5))
+    sns.heatmap(bits, annot=True, cbar=False, cmap="magma", vmin=2, vmax=8, ax=ax)
+    ax.set_title(f"weight bits per layer at {budget}")
+    fig.savefig(figures / f"bits-{budget}.png", dpi=120, bbox_inches="tight")
+    plt.show()
+
+# %% [markdown]
+# ## Metric quality
+# Rank correlation of each sensitivity table's predicted score with the measured validation
+# drop of the same random policies (the policy bank), and the table's cost where known.
+
+# %%
+metric_quality(frame)
+
+# %% [markdown]
+# ## Paper against reproduced
+# Each method's published headline next to the comparable run here. Models, datasets and FP
+# baselines differ (named in each row); the drop is the comparable quantity where the
+# source gives it.
+
+# %%
+paper_vs_reproduced(frame)
+
+# %% [markdown]
+# ## Cost of each method
+# Mean wall seconds per run of sensitivity, search and protocol (PTQ or training), on the
+# device each record names.
+
+# %%
+method_costs(frame)
