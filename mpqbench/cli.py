@@ -51,6 +51,79 @@ def cmd_policy_bank(args: argparse.Namespace) -> None:
           f"{min(drops):.2f} to {max(drops):.2f} points; saved {out}")
 
 
+def _distributed_context(args: argparse.Namespace):
+    """(settings, FP model, splits, device, layers) for a torchrun-able entry point."""
+    import os
+
+    import torch
+
+    from mpqbench import distributed
+    from mpqbench.baseline import load_context
+    from mpqbench.config import load_params, profile_settings
+    from mpqbench.cost import layer_costs
+
+    distributed.init()
+    settings = profile_settings(args.profile, load_params(args.params))
+    model, _, splits, device = load_context(args.model, settings)
+    if device.type == "cuda":  # one GPU a process under torchrun
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return settings, model, splits, device, layer_costs(model, splits.input_shape)
+
+
+def cmd_qat(args: argparse.Namespace) -> None:
+    import torch
+
+    from mpqbench import distributed
+    from mpqbench.cost import parse_wa
+    from mpqbench.evaluate import evaluate
+    from mpqbench.qat import qat_config, run_qat
+    from mpqbench.quant.policy import fixed_layers, load_policy
+    from mpqbench.search import uniform_bits
+
+    settings, model, splits, device, layers = _distributed_context(args)
+    if args.policy:
+        bits = load_policy(args.policy, [layer.name for layer in layers]).bits()
+    else:
+        w, a = parse_wa(args.bits)
+        bits = uniform_bits(layers, w, a, fixed_layers(layers, settings))
+    options = ({"rho": args.rho, "case": args.case, "every": args.every}
+               if args.protocol == "qat_saq" else None)
+    result = run_qat(args.protocol, model, bits, splits.train, splits.input_shape,
+                     qat_config(settings), device, options, resume_path=f"{args.out}.resume")
+    if distributed.is_main():
+        eval_cfg = settings["eval"]
+        test = evaluate(result.model, splits.test, eval_cfg["batch_size"], device,
+                        eval_cfg.get("max_images"), desc="test")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": result.model.state_dict(), "bits": bits, "top1": test.top1,
+                    "history": result.history, "world_size": distributed.rank_and_world()[1]},
+                   args.out)
+        print(f"{args.protocol} {args.model}: test top-1 {test.top1:.2f}% after "
+              f"{result.seconds:.1f} s of training; saved {args.out}")
+
+
+def cmd_limpq_indicators(args: argparse.Namespace) -> None:
+    from mpqbench import distributed
+    from mpqbench.limpq import indicators, repair, train_indicators
+    from mpqbench.qat import qat_config
+    from mpqbench.quant.policy import fixed_layers
+
+    settings, model, splits, device, layers = _distributed_context(args)
+    cfg = settings["method_cfg"]["limpq"]
+    fixed = fixed_layers(layers, settings)
+    searchable = [layer.name for layer in layers if layer.name not in fixed]
+    config = qat_config(settings, {**cfg["indicator_training"], **settings["limpq_indicators"]})
+    trained = train_indicators(model, splits.train, splits.input_shape, searchable,
+                               cfg["candidates"], config, device, f"{args.out}.resume")
+    if distributed.is_main():
+        frame = repair(indicators(trained.model, searchable))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out, index=False)
+        print(f"LIMPQ indicators of {args.model} ({len(frame)} rows, "
+              f"{int((~frame.usable).sum())} repaired) after {trained.seconds:.1f} s; "
+              f"saved {args.out}")
+
+
 def cmd_notebook(args: argparse.Namespace) -> None:
     from mpqbench.notebook import run_notebook
 
@@ -123,6 +196,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", default=None, help="default: results/policy_bank/<model>.json")
     p.set_defaults(func=cmd_policy_bank)
+
+    p = sub.add_parser("qat", help="QAT of one policy (qat_lsq | qat_saq); torchrun-able")
+    p.add_argument("--model", required=True)
+    p.add_argument("--profile", required=True)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--protocol", default="qat_lsq", help="qat_lsq or qat_saq")
+    p.add_argument("--bits", default="W4A4", help="uniform W{w}A{a} (first/last at W8A8)")
+    p.add_argument("--policy", default=None, help="a Policy JSON instead of --bits")
+    p.add_argument("--rho", type=float, default=0.4)
+    p.add_argument("--case", type=int, default=3)
+    p.add_argument("--every", type=int, default=1)
+    p.add_argument("--out", required=True, help="where to save the trained model (.pt)")
+    p.set_defaults(func=cmd_qat)
+
+    p = sub.add_parser("limpq-indicators",
+                       help="LIMPQ's joint indicator training; torchrun-able; writes a CSV")
+    p.add_argument("--model", required=True)
+    p.add_argument("--profile", required=True)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", required=True, help="indicator table (.csv)")
+    p.set_defaults(func=cmd_limpq_indicators)
 
     p = sub.add_parser(
         "list", help="registered models, datasets, metrics, solvers, ...; profiles and runs")

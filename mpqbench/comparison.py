@@ -39,7 +39,7 @@ def run_frame(runs: list[RunRecord]) -> pd.DataFrame:
     dataset and the RunRecord's ``extra`` (for the tables that need it)."""
     base = summary_table(runs)
     if not len(base):
-        return base.assign(allocator=[], budget=[], seed=[], extra=[],
+        return base.assign(allocator=[], budget=[], seed=[], extra=[], policy=[],
                            **{k: [] for k in TIMING})
     base["allocator"] = [_allocator(r) for r in runs]
     base["budget"] = [_budget_label(r.budget) for r in runs]
@@ -83,11 +83,12 @@ def accuracy_vs_cost(frame: pd.DataFrame, model: str, x: str = "size_mib"):
     runs = seed_groups(frame[(frame.model == model) & (frame.method != "fp")])
     fig, ax = plt.subplots(figsize=(9, 5))
     uniform = runs[runs.allocator == "uniform"]
-    for protocol, part in uniform.groupby("protocol"):
+    dashes = ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3))]
+    for i, (protocol, part) in enumerate(uniform.groupby("protocol")):
+        # the best uniform run at each cost (a protocol may hold several settings per width)
         part = part.groupby(x, as_index=False)["top1"].max().sort_values(x)
-        ax.plot(part[x], part["top1"], color="grey", alpha=0.4, linewidth=1, zorder=1)
-        ax.annotate(f"uniform {protocol}", (part[x].iloc[-1], part["top1"].iloc[-1]),
-                    fontsize=7, color="grey")
+        ax.plot(part[x], part["top1"], color="grey", alpha=0.6, linewidth=1.2, marker=".",
+                linestyle=dashes[i % len(dashes)], label=f"uniform, {protocol}", zorder=1)
     mixed = runs[runs.allocator != "uniform"]
     if len(mixed):
         sns.scatterplot(data=mixed, x=x, y="top1", hue="allocator", style="protocol", s=60,

@@ -166,14 +166,24 @@ class TrainStep:
 
     def __init__(self) -> None:
         self.forward_passes = 0
+        self.forward: Callable[[torch.Tensor], torch.Tensor] | None = None
 
-    def setup(self, model: nn.Module) -> None:
-        """Called once before training with the model it will train."""
+    def setup(self, model: nn.Module, forward: nn.Module | None = None) -> None:
+        """Called once before training with the model it will train; ``forward`` runs the
+        passes (the DDP wrapper when distributed, else the model)."""
+        self.forward = forward if forward is not None else model
+
+    @torch.no_grad()
+    def prime(self, model: nn.Module, x: torch.Tensor) -> None:
+        """Initialize every quantizer the step will use from the global batch ``x`` (the
+        first forward would, from each rank's own slice); BN statistics are left as they were.
+        """
+        _forward_keeping_bn_stats(model, x)
 
     def _pass(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
               criterion: Criterion) -> torch.Tensor:
         self.forward_passes += 1
-        loss = criterion(model(x), y)
+        loss = criterion((self.forward or model)(x), y)
         loss.backward()
         return loss.detach()
 
@@ -190,6 +200,18 @@ class TrainStep:
 
 
 TRAIN_STEPS: Registry[Callable[..., TrainStep]] = Registry("training step")
+
+
+def _batch_norms(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _forward_keeping_bn_stats(model: nn.Module, x: torch.Tensor) -> None:
+    norms = _batch_norms(model)
+    saved = [{k: v.clone() for k, v in bn.state_dict().items()} for bn in norms]
+    model(x)
+    for bn, stats in zip(norms, saved, strict=True):
+        bn.load_state_dict(stats)
 
 
 def _clip_and_step(model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -241,8 +263,9 @@ def qat_train(
     whose config, step or ``resume_tag`` (e.g. a fingerprint of the start model and policy)
     differs is ignored, and the state is deleted when training completes.
     """
+    from mpqbench import distributed
+
     model.to(device).train()
-    step.setup(model)
     per_epoch = config.steps_per_epoch(len(train))
     total = max(config.epochs * per_epoch, 1)
     optimizer = torch.optim.SGD(qat_parameter_groups(model, config.weight_decay), lr=config.lr,
@@ -265,9 +288,16 @@ def qat_train(
             history, done = saved["history"], saved["done"]
             print(f"resuming {desc} after step {done} of {config.epochs * per_epoch} "
                   f"from {resume_path}")
+    forward = model
+    if distributed.rank_and_world()[1] > 1:
+        first, _ = next(iter(train.batches(config.batch_size, shuffle=True, augment=True,
+                                           seed=config.seed)))
+        step.prime(model, first.to(device))  # the same quantizer init on every rank
+        forward = distributed.wrap(model)
+    step.setup(model, forward)
 
     def save(done_steps: int) -> None:
-        if resume_path is None:
+        if resume_path is None or not distributed.is_main():
             return
         resume_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = resume_path.with_suffix(".tmp")
@@ -289,7 +319,7 @@ def qat_train(
             if i < skip:
                 continue
             start = time.perf_counter()
-            x, y = x.to(device), y.to(device)
+            x, y = distributed.local_slice(x.to(device), y.to(device))
             losses = step(model, x, y, optimizer, criterion, config.grad_clip_value)
             scheduler.step()
             done += 1
@@ -299,13 +329,14 @@ def qat_train(
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
             if config.checkpoint_every and done % config.checkpoint_every == 0:
                 save(done)
+        distributed.broadcast_buffers_(model)  # rank 0's BN statistics, as DDP uses them
         this_epoch = [s for s in history["steps"] if s["epoch"] == epoch + 1]
         history["epochs"].append({
             "epoch": epoch + 1,
             "train_loss": sum(s["loss"] for s in this_epoch) / max(len(this_epoch), 1),
             "seconds": sum(s["seconds"] for s in this_epoch), "steps": len(this_epoch)})
         save(done)
-    if resume_path is not None:  # finished: the caller keeps the result, not a stale state
+    if resume_path is not None and distributed.is_main():  # finished: no state to go stale
         resume_path.unlink(missing_ok=True)
     model.eval()
     return history
@@ -346,14 +377,15 @@ class SaqStep(TrainStep):
         self.eps_weights: dict[str, torch.Tensor] | None = None
         self.eps_others: dict[str, torch.Tensor] | None = None
 
-    def setup(self, model: nn.Module) -> None:
+    def setup(self, model: nn.Module, forward: nn.Module | None = None) -> None:
         from mpqbench.quant.modules import quant_layers
 
+        super().setup(model, forward)
         self.layers = [(n, m) for n, m in quant_layers(model) if m.weight_quantizer is not None]
         latent = {id(m.weight) for _, m in self.layers}
         self.others = [(n, p) for n, p in model.named_parameters()
                        if p.requires_grad and id(p) not in latent]
-        self.norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.norms = _batch_norms(model)
 
     def _due(self) -> bool:
         if self.eps_weights is None:
@@ -373,6 +405,10 @@ class SaqStep(TrainStep):
             loss = self._pass(model, x, y, criterion)
             weight_grads = {n: (m.weight_delta if at_quantized else m.weight).grad
                             for n, m in self.layers}
+            if at_quantized:  # not parameters: DDP did not average these gradients
+                from mpqbench import distributed
+
+                distributed.average_([g for g in weight_grads.values() if g is not None])
         finally:
             for _, m in self.layers:
                 m.weight_delta = None
@@ -460,6 +496,14 @@ class JointIndicatorStep(TrainStep):
         self.candidates = sorted(set(candidates))
         self.generator = torch.Generator().manual_seed(seed)
         self.passes_per_step = len(self.candidates) + 1
+
+    @torch.no_grad()
+    def prime(self, model: nn.Module, x: torch.Tensor) -> None:
+        from mpqbench.quant.multibit import set_bits
+
+        for b in reversed(self.candidates):
+            set_bits(model, dict.fromkeys(self.layers, b))
+            _forward_keeping_bn_stats(model, x)
 
     def random_setting(self) -> dict[str, int]:
         picks = torch.randint(len(self.candidates), (len(self.layers),), generator=self.generator)

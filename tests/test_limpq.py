@@ -1,6 +1,5 @@
 """LIMPQ: per-bit BN, the joint step, indicators, the repair and the ILP over (w, a) pairs."""
 
-import itertools
 import random
 
 import pandas as pd
@@ -17,6 +16,8 @@ from mpqbench.quant.multibit import MultiBitBatchNorm2d, multibit_model, set_bit
 from mpqbench.quant.policy import default_fixed
 from mpqbench.search import search
 from mpqbench.train import JointIndicatorStep
+
+from .test_search import _brute_force
 
 CANDIDATES = [2, 3, 4]
 
@@ -122,22 +123,6 @@ def test_pair_scores_follow_alpha():
     # an image-fed layer (no activation quantizer) gets a_bits 8 and no activation term
     only_w = indicator_table(_frame({("a", "weight"): [0.4, 0.2, 0.1]})).frame
     assert set(only_w.a_bits) == {8} and list(only_w.score) == pytest.approx([0.8, 0.4, 0.2])
-
-
-def _brute_force(layers, table, budget, fixed):
-    per_layer = {n: list(g[["w_bits", "a_bits", "score"]].itertuples(index=False))
-                 for n, g in table.groupby("layer")}
-    searchable = [ly for ly in layers if ly.name not in fixed]
-    limits = budget.limits(layers, fixed)
-    best = None
-    for combo in itertools.product(*(per_layer[ly.name] for ly in searchable)):
-        bits = dict(fixed) | {ly.name: (int(c.w_bits), int(c.a_bits))
-                              for ly, c in zip(searchable, combo, strict=True)}
-        if all(lim.recount(layers, bits) <= lim.bound * (1 + 1e-9) for lim in limits):
-            score = sum(c.score for c in combo)
-            if best is None or score < best[0] - 1e-12:
-                best = (score, bits)
-    return best
 
 
 def test_pair_ilp_matches_brute_force_with_fixed_8_bit_ends():

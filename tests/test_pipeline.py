@@ -126,5 +126,12 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
     assert toy["method"] == "toy" and toy["solver"] == "pareto" and toy["metric"] == "fisher_fit"
     assert toy["cost"]["compression_ratio"] >= 6 and f"{toy['run_id']}," in summary
 
+    # the comparison report: rendered, with its figures, from the RunRecords
+    assert (repo / "results/report.ipynb").is_file() and (repo / "results/report.html").is_file()
+    for name in ("accuracy_vs_size_mib-resnet20", "accuracy_vs_bitops_g-resnet20", "bits-ratio8"):
+        assert (repo / f"results/figures/{name}.png").stat().st_size > 10_000, name
+    report = (repo / "results/report.html").read_text()
+    assert "limpq_indicator" in report and "qat_saq" in report and "toy" in report
+
     second = _run(["dvc", "repro"], repo, env)
     assert "Data and pipelines are up to date" in second
