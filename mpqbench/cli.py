@@ -104,17 +104,16 @@ def cmd_qat(args: argparse.Namespace) -> None:
 
 def cmd_limpq_indicators(args: argparse.Namespace) -> None:
     from mpqbench import distributed
-    from mpqbench.limpq import indicators, repair, train_indicators
-    from mpqbench.qat import qat_config
+    from mpqbench.limpq import indicator_config, indicators, repair, train_indicators
     from mpqbench.quant.policy import fixed_layers
 
     settings, model, splits, device, layers = _distributed_context(args)
-    cfg = settings["method_cfg"]["limpq"]
+    config = indicator_config(settings)
     fixed = fixed_layers(layers, settings)
     searchable = [layer.name for layer in layers if layer.name not in fixed]
-    config = qat_config(settings, {**cfg["indicator_training"], **settings["limpq_indicators"]})
     trained = train_indicators(model, splits.train, splits.input_shape, searchable,
-                               cfg["candidates"], config, device, f"{args.out}.resume")
+                               settings["method_cfg"]["limpq"]["candidates"], config, device,
+                               f"{args.out}.resume")
     if distributed.is_main():
         frame = repair(indicators(trained.model, searchable))
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

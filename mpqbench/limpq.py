@@ -38,6 +38,29 @@ class IndicatorTraining:
     passes_per_step: int
 
 
+def indicator_config(settings: dict) -> QatConfig:
+    """The indicator-training schedule: the profile's ``qat`` settings, then
+    ``method_cfg.limpq.indicator_training`` (optimizer), then ``profiles.<p>.limpq_indicators``
+    (length)."""
+    from mpqbench.qat import qat_config
+
+    cfg = settings.get("method_cfg", {}).get("limpq")
+    if cfg is None or "indicator_training" not in cfg:
+        raise MpqbenchError("params.yaml has no method_cfg.limpq.indicator_training; see the "
+                            "repository's params.yaml")
+    if "limpq_indicators" not in settings:
+        raise MpqbenchError(f"profile {settings.get('profile')!r} has no 'limpq_indicators' "
+                            "(epochs, max_batches_per_epoch, batch_size); add it to params.yaml")
+    return qat_config(settings, {**cfg["indicator_training"], **settings["limpq_indicators"]})
+
+
+def indicator_records(frame: pd.DataFrame) -> list[dict]:
+    """The repaired indicator frame as JSON-ready rows (for RunRecords)."""
+    return [{"layer": r.layer, "kind": r.kind, "bits": int(r.bits),
+             "indicator": round(float(r.indicator), 7), "usable": bool(r.usable)}
+            for r in frame.itertuples()]
+
+
 def train_indicators(
     fp_model: nn.Module, train: Split, input_shape: tuple[int, ...], searchable: list[str],
     candidates: list[int], config: QatConfig, device: torch.device | str = "cpu",

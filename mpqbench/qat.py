@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from mpqbench.cost import Bits
 from mpqbench.data import Split
+from mpqbench.errors import MpqbenchError
 from mpqbench.quant.modules import quantize_model
 from mpqbench.quant.policy import Policy
 from mpqbench.registry import Registry
@@ -66,8 +67,12 @@ def run_qat(
     the step's seed is the config's.
     """
     step_name = QAT_PROTOCOLS.get(protocol)
-    step = TRAIN_STEPS.get(step_name)(**(step_options or {}),
-                                      **({"seed": config.seed} if step_name == "saq" else {}))
+    try:
+        step = TRAIN_STEPS.get(step_name)(**(step_options or {}),
+                                          **({"seed": config.seed} if step_name == "saq" else {}))
+    except TypeError as exc:
+        raise MpqbenchError(f"{protocol}: bad step options {step_options} ({exc}); qat_lsq "
+                            "takes none, qat_saq takes rho, case, every, probability") from exc
     model = qat_model(fp_model, bits, input_shape)
     tag = fingerprint(fp_model, bits, protocol, step_options)
     history = qat_train(model, train, config, step, device, resume_path, desc=desc or protocol,
@@ -86,17 +91,18 @@ def fingerprint(model: nn.Module, *args: Any) -> str:
 
 def qat_config(settings: dict[str, Any], overrides: dict[str, Any] | None = None) -> QatConfig:
     """The profile's QAT schedule (``profiles.<p>.qat``) with ``overrides`` on top."""
-    from mpqbench.errors import MpqbenchError
-
     if "qat" not in settings:
         raise MpqbenchError(f"profile {settings.get('profile')!r} has no 'qat' settings; add "
                             "profiles.<profile>.qat to params.yaml (see the quick profile)")
     return QatConfig.from_dict({**settings["qat"], **(overrides or {})}, settings["seed"])
 
 
-def loss_curve(history: dict, every: int = 1) -> list[dict[str, float]]:
-    """Every ``every``-th step's losses (floats rounded to 5 digits), for RunRecords."""
-    return [{k: round(float(v), 5) for k, v in s.items()} for s in history["steps"][::every]]
+def loss_curve(history: dict, max_points: int = 500) -> list[dict[str, float]]:
+    """The steps' losses and seconds (rounded to 5 digits) for RunRecords: every step, or
+    every k-th one (always the first) so that at most about ``max_points`` are kept."""
+    steps = history["steps"]
+    every = max(1, -(-len(steps) // max_points))
+    return [{k: round(float(v), 5) for k, v in s.items()} for s in steps[::every]]
 
 
 def qat_policy_run(

@@ -148,3 +148,11 @@ def load_runs(runs_dir: str | Path) -> list[RunRecord]:
             raise MpqbenchError(f"{path} is not valid JSON ({exc}); re-run its stage") from exc
         runs.append(validate(record, str(path)))
     return runs
+
+
+def find_run(runs_dir: str | Path, run_id: str) -> RunRecord | None:
+    """The RunRecord named ``run_id`` under ``runs_dir``; None when the folder or run is absent
+    (its stage has not run yet)."""
+    if not Path(runs_dir).is_dir():
+        return None
+    return next((run for run in load_runs(runs_dir) if run.run_id == run_id), None)

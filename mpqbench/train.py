@@ -140,10 +140,20 @@ class QatConfig:
 
     @classmethod
     def from_dict(cls, spec: dict, seed: int) -> QatConfig:
+        """From params.yaml (``profiles.<p>.qat`` plus a method's overrides)."""
         unknown = set(spec) - set(cls.__dataclass_fields__)
         if unknown:
             raise MpqbenchError(f"unknown QAT settings {sorted(unknown)}; known: "
                                 f"{sorted(cls.__dataclass_fields__)}")
+        if "epochs" not in spec:
+            raise MpqbenchError("QAT settings need 'epochs' (profiles.<profile>.qat in "
+                                "params.yaml)")
+        for key, value in spec.items():
+            optional = key in ("grad_clip_value", "max_batches_per_epoch")
+            if key == "nesterov" or (optional and value is None):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise MpqbenchError(f"QAT setting {key} must be a number >= 0, got {value!r}")
         return cls(**{**spec, "seed": seed})
 
     def steps_per_epoch(self, images: int) -> int:
@@ -206,12 +216,21 @@ def _batch_norms(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def _forward_keeping_bn_stats(model: nn.Module, x: torch.Tensor) -> None:
-    norms = _batch_norms(model)
-    saved = [{k: v.clone() for k, v in bn.state_dict().items()} for bn in norms]
-    model(x)
+def _bn_stats(norms: list[nn.Module]) -> list[dict[str, torch.Tensor]]:
+    """Copies of every BN's running statistics (and affine parameters), to restore later."""
+    return [{k: v.clone() for k, v in bn.state_dict().items()} for bn in norms]
+
+
+def _restore_bn_stats(norms: list[nn.Module], saved: list[dict[str, torch.Tensor]]) -> None:
     for bn, stats in zip(norms, saved, strict=True):
         bn.load_state_dict(stats)
+
+
+def _forward_keeping_bn_stats(model: nn.Module, x: torch.Tensor) -> None:
+    norms = _batch_norms(model)
+    saved = _bn_stats(norms)
+    model(x)
+    _restore_bn_stats(norms, saved)
 
 
 def _clip_and_step(model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -267,6 +286,9 @@ def qat_train(
 
     model.to(device).train()
     per_epoch = config.steps_per_epoch(len(train))
+    if per_epoch == 0:
+        raise MpqbenchError(f"{desc}: the training split is empty or max_batches_per_epoch is 0;"
+                            " nothing to train on")
     total = max(config.epochs * per_epoch, 1)
     optimizer = torch.optim.SGD(qat_parameter_groups(model, config.weight_decay), lr=config.lr,
                                 momentum=config.momentum, nesterov=config.nesterov)
@@ -277,7 +299,7 @@ def qat_train(
     done = 0
     resume_path = Path(resume_path) if resume_path else None
     if resume_path is not None and resume_path.is_file():
-        saved = torch.load(resume_path, map_location="cpu", weights_only=False)
+        saved = torch.load(resume_path, map_location=device, weights_only=False)
         if (saved.get("config") == asdict(config) and saved.get("step") == type(step).__name__
                 and saved.get("tag") == resume_tag):
             model.load_state_dict(saved["model"])
@@ -429,8 +451,7 @@ class SaqStep(TrainStep):
         """Forward and backward at the perturbed point; every perturbed tensor is restored."""
         saved = {n: p.detach().clone() for n, p in self.others}
         saved_latent = {}
-        saved_stats = [{k: v.clone() for k, v in bn.state_dict().items()} for bn in self.norms] \
-            if keep_bn_stats else []
+        saved_stats = _bn_stats(self.norms) if keep_bn_stats else None
         with torch.no_grad():
             for n, p in self.others:
                 p.add_(self.eps_others[n])
@@ -450,8 +471,8 @@ class SaqStep(TrainStep):
                     m.weight_delta = None
                     if n in saved_latent:
                         m.weight.copy_(saved_latent[n])
-                for bn, stats in zip(self.norms, saved_stats, strict=False):
-                    bn.load_state_dict(stats)
+                if saved_stats is not None:
+                    _restore_bn_stats(self.norms, saved_stats)
         return loss
 
     def __call__(self, model, x, y, optimizer, criterion, clip_value=None):

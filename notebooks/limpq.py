@@ -36,9 +36,16 @@ import seaborn as sns
 
 from mpqbench.baseline import method_setup
 from mpqbench.cost import Budget, parse_wa
-from mpqbench.limpq import indicator_table, indicators, repair, train_indicators
+from mpqbench.limpq import (
+    indicator_config,
+    indicator_records,
+    indicator_table,
+    indicators,
+    repair,
+    train_indicators,
+)
 from mpqbench.mixed import budget_label
-from mpqbench.qat import qat_config, qat_policy_run
+from mpqbench.qat import loss_curve, qat_config, qat_policy_run
 from mpqbench.report import policy_bits
 from mpqbench.results import load_runs, save_run
 from mpqbench.search import search, uniform_bits
@@ -59,7 +66,7 @@ print(f"{model_name} on {splits.variant}: FP top-1 {fp.top1:.2f}%; {len(searchab
 # random mixed setting; gradients accumulate, are clipped by value to 1, one SGD step.
 
 # %%
-indicator_cfg = qat_config(settings, {**cfg["indicator_training"], **settings["limpq_indicators"]})
+indicator_cfg = indicator_config(settings)
 trained = train_indicators(model, splits.train, splits.input_shape, searchable, candidates,
                            indicator_cfg, device, resume_path=f".resume/limpq-{model_name}.pt")
 curve = pd.DataFrame(trained.history["steps"])
@@ -93,7 +100,8 @@ for ax, kind in zip(axes, ["weight", "activation"], strict=True):
     ax.set_title(f"{kind} indicator (learned step), log10 colour")
 plt.tight_layout()
 plt.show()
-print(f"repaired (unusable) widths: {int((~frame.usable).sum())} of {len(frame)}")
+repaired = int((~frame.usable).sum())
+print(f"repaired (unusable) widths: {repaired} of {len(frame)}")
 
 # %% [markdown]
 # ## One-time ILP over (w, a) pairs at each budget, then LSQ fine-tuning
@@ -115,7 +123,9 @@ for spec in cfg["budgets"]:
         timing={"sensitivity_s": trained.seconds, "search_s": found.seconds},
         extra={"solver_status": found.status, "objective": found.objective,
                "totals": found.totals, "alpha": cfg["alpha"],
-               "indicator_steps": len(curve), "indicator_s_per_step": per_step})
+               "indicator_steps": len(curve), "indicator_s_per_step": per_step,
+               "indicator_loss_curve": loss_curve(trained.history),
+               "indicators": indicator_records(frame), "repaired_widths": repaired})
     save_run(record, runs_dir)
     rows.append({"policy": f"LIMPQ {label}", **record.cost, **record.accuracy,
                  "search_s": found.seconds})

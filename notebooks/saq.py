@@ -28,8 +28,6 @@ params_file = "params.yaml"
 runs_dir = "results/runs/saq-resnet20"
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
@@ -37,7 +35,8 @@ import seaborn as sns
 from mpqbench.baseline import method_setup
 from mpqbench.cost import parse_wa
 from mpqbench.qat import qat_config, qat_policy_run
-from mpqbench.results import load_runs, save_run
+from mpqbench.quant.policy import validate_policy
+from mpqbench.results import find_run, save_run
 from mpqbench.search import uniform_bits
 
 setup = method_setup("saq", model_name, profile, params_file)
@@ -104,17 +103,15 @@ for every in cfg["every"]:
 
 # %%
 source = cfg.get("mixed_policy") or {}
-found = [run for run in load_runs(source["runs"]) if run.run_id == source["run_id"]] \
-    if source and Path(source["runs"]).is_dir() else []
-if found:
-    policy = found[0].policy
-    mixed = {name: (b["w_bits"], b["a_bits"]) for name, b in policy["layers"].items()}
-    meta = {"solver": found[0].solver, "metric": found[0].metric, "budget": found[0].budget,
-            "extra": {"policy_from": source["run_id"]}}
+found = find_run(source["runs"], source["run_id"]) if source else None
+if found is not None:
+    mixed = validate_policy(found.policy, [layer.name for layer in layers], found.run_id).bits()
+    meta = {"solver": found.solver, "metric": found.metric, "budget": found.budget,
+            "extra": {"policy_from": found.run_id}}
     for protocol, options in (("qat_lsq", None),
                               ("qat_saq", {"rho": cfg["rho_mixed"], "case": 3})):
         train_and_save(f"mixed-{protocol}", mixed, protocol, options, **meta)
-    print(f"mixed policy from {source['run_id']}: {found[0].cost['bitops_g']:.4f} GBitOps")
+    print(f"mixed policy from {found.run_id}: {found.cost['bitops_g']:.4f} GBitOps")
 else:
     print(f"no mixed policy found ({source}); run its method first")
 

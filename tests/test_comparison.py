@@ -93,6 +93,12 @@ def test_tables_read_allocators_protocols_and_seeds():
     assert "no run yet" in set(paper[paper.method == "saq"].here)
     fig = accuracy_vs_cost(frame, "resnet20", "bitops_g")
     assert fig.axes[0].get_xlabel() == "BitOps (G)"
+    (front,) = [line for line in fig.axes[0].get_lines() if line.get_label() == "Pareto front"]
+    # every non-FP run; the two LIMPQ seeds merge into one point at their mean, 86.5
+    assert list(front.get_ydata()) == [86.5, 89.9]
+    (uniform,) = [line for line in fig.axes[0].get_lines()
+                  if line.get_label() == "uniform, ptq-nearest"]
+    assert list(uniform.get_xdata()) == [0.25, 0.5] and list(uniform.get_ydata()) == [85.0, 89.9]
 
 
 def test_no_runs_at_all_gives_empty_tables():

@@ -80,6 +80,40 @@ def test_one_joint_step_runs_every_width_then_one_mixed_setting_then_one_update(
         assert model.get_submodule("3").weight_quantizer.per_bits[str(b)].step.grad is not None
 
 
+def test_joint_step_update_is_the_clipped_sum_of_the_pass_gradients():
+    """Against a hand-run of the same passes on a copy: one SGD update (lr 1, no momentum)
+    moves every parameter by minus the clipped sum of its gradients over the 4 passes."""
+    import copy
+
+    model = multibit_model(_fp(), (3, 8, 8), ["3", "6"], CANDIDATES).train()
+    x, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    model(x)  # initialize the activation steps at the widest width, as training would
+    for b in CANDIDATES:
+        set_bits(model, {"3": b, "6": b})
+        model(x)
+    hand = copy.deepcopy(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    step = JointIndicatorStep(["3", "6"], CANDIDATES, seed=4)
+    mixed = JointIndicatorStep(["3", "6"], CANDIDATES, seed=4).random_setting()
+    clip = 0.01  # small enough that some gradient elements are clipped
+    step(model, x, y, torch.optim.SGD(model.parameters(), lr=1.0), nn.CrossEntropyLoss(),
+         clip_value=clip)
+    total = {n: torch.zeros_like(p) for n, p in hand.named_parameters()}
+    for setting in [{"3": b, "6": b} for b in (4, 3, 2)] + [mixed]:
+        set_bits(hand, setting)
+        hand.zero_grad()
+        nn.CrossEntropyLoss()(hand(x), y).backward()
+        for n, p in hand.named_parameters():
+            if p.grad is not None:
+                total[n] += p.grad
+    clipped = 0
+    for n, p in model.named_parameters():
+        expected = before[n] - total[n].clamp(-clip, clip)
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-7, msg=n)
+        clipped += int((total[n].abs() > clip).sum())
+    assert clipped > 0
+
+
 def test_indicators_start_from_the_sigma_init_and_are_monotone():
     fp = _fp()
     model = multibit_model(fp, (3, 8, 8), ["3", "6"], CANDIDATES)
@@ -176,3 +210,22 @@ def test_resnet20_policy_meets_both_budgets_by_the_independent_count():
     assert summary["compression_ratio"] >= 10.0 - 1e-9
     assert {result.bits[n] for n in fixed} == {(8, 8)}
     assert len({result.bits[n] for n in searchable}) > 1  # a mixed policy
+
+
+def test_indicator_settings_and_records():
+    from mpqbench.limpq import indicator_config, indicator_records
+
+    settings = {"profile": "p", "seed": 3, "qat": {"epochs": 9, "lr": 0.5},
+                "method_cfg": {"limpq": {"indicator_training": {"lr": 0.01,
+                                                                "grad_clip_value": 1.0}}},
+                "limpq_indicators": {"epochs": 2, "max_batches_per_epoch": 7}}
+    config = indicator_config(settings)
+    assert (config.epochs, config.lr, config.grad_clip_value, config.max_batches_per_epoch,
+            config.seed) == (2, 0.01, 1.0, 7, 3)
+    with pytest.raises(MpqbenchError, match="limpq_indicators"):
+        indicator_config({k: v for k, v in settings.items() if k != "limpq_indicators"})
+    with pytest.raises(MpqbenchError, match="indicator_training"):
+        indicator_config({**settings, "method_cfg": {}})
+    rows = indicator_records(repair(_frame({("a", "weight"): [0.5, 0.01, 0.2]})))
+    assert rows[1] == {"layer": "a", "kind": "weight", "bits": 3, "indicator": 0.01,
+                       "usable": False}

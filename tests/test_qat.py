@@ -265,3 +265,32 @@ def test_qat_lsq_learns_on_a_separable_problem():
     assert result.model[3].w_bits == 3 and result.model[3].a_bits == 3
     with pytest.raises(MpqbenchError, match="unknown QAT protocol"):
         run_qat("qat_magic", _conv_fp(), {"0": (8, 8)}, data, (3, 8, 8), QatConfig(epochs=1))
+
+
+def test_bad_settings_and_options_are_refused_with_the_fix():
+    with pytest.raises(MpqbenchError, match="need 'epochs'"):
+        QatConfig.from_dict({"lr": 0.1}, seed=0)
+    with pytest.raises(MpqbenchError, match="lr must be a number"):
+        QatConfig.from_dict({"epochs": 1, "lr": "fast"}, seed=0)
+    with pytest.raises(MpqbenchError, match="unknown QAT settings"):
+        QatConfig.from_dict({"epochs": 1, "lrr": 0.1}, seed=0)
+    bits = {"0": (8, 8), "3": (3, 3), "8": (8, 8)}
+    with pytest.raises(MpqbenchError, match="bad step options"):
+        run_qat("qat_saq", _conv_fp(), bits, _conv_data(), (3, 8, 8), QatConfig(epochs=1),
+                step_options={"rh0": 0.1})
+    with pytest.raises(MpqbenchError, match="bad step options"):
+        run_qat("qat_lsq", _conv_fp(), bits, _conv_data(), (3, 8, 8), QatConfig(epochs=1),
+                step_options={"rho": 0.1})
+    empty = _conv_data().subset(torch.tensor([], dtype=torch.long))
+    with pytest.raises(MpqbenchError, match="empty"):
+        run_qat("qat_lsq", _conv_fp(), bits, empty, (3, 8, 8), QatConfig(epochs=1))
+
+
+def test_loss_curve_keeps_at_most_the_asked_points_and_the_first_step():
+    from mpqbench.qat import loss_curve
+
+    history = {"steps": [{"step": i + 1, "loss": 1.0 / (i + 1)} for i in range(1234)]}
+    curve = loss_curve(history, max_points=500)
+    assert len(curve) == 412 and curve[0]["step"] == 1 and curve[1]["step"] == 4
+    short = loss_curve({"steps": history["steps"][:10]})
+    assert [c["step"] for c in short] == list(range(1, 11)) and short[2]["loss"] == 0.33333

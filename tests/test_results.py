@@ -75,3 +75,13 @@ def test_git_state_ignores_pipeline_outputs_but_not_code(tmp_path):
     assert state["git_dirty"] is False and len(state["git_commit"]) == 40
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_state(tmp_path)["git_dirty"] is True
+
+
+def test_find_run_by_id_or_none(tmp_path):
+    from mpqbench.results import find_run
+
+    save_run(_record("a"), tmp_path / "m")
+    save_run(_record("b"), tmp_path / "m")
+    assert find_run(tmp_path / "m", "b").run_id == "b"
+    assert find_run(tmp_path / "m", "c") is None
+    assert find_run(tmp_path / "absent", "a") is None
