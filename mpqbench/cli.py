@@ -18,9 +18,13 @@ def _parameter(pairs: list[list[str]] | None) -> dict[str, Any]:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
+    from mpqbench.config import load_params
     from mpqbench.data import prepare_dataset
 
-    meta = prepare_dataset(args.dataset, args.out, args.raw)
+    image_root = args.image_root
+    if image_root is None and Path(args.params).is_file():
+        image_root = load_params(args.params).get("imagenet_root")
+    meta = prepare_dataset(args.dataset, args.out, args.raw, image_root)
     print(f"{meta.dataset} ({meta.variant}): {meta.counts} images written to {args.out}")
 
 
@@ -137,6 +141,15 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"{len(df)} RunRecords summarized in {Path(args.out) / 'summary.csv'}")
 
 
+def cmd_overlay(args: argparse.Namespace) -> None:
+    from mpqbench.overlay import apply_overlay
+
+    changed = apply_overlay(args.params, args.overlay, args.set)
+    print(f"{args.params}: {len(changed)} keys set from {args.overlay}"
+          + "".join(f"\n  {key}" for key in changed)
+          + "\nrun `dvc repro` (or `dvc exp run`); `git checkout params.yaml` goes back")
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     from mpqbench.config import load_params
     from mpqbench.data import DATASETS
@@ -165,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--out", required=True, help="cache folder, e.g. data/cifar10")
     p.add_argument("--raw", default=None, help="where downloads go (default: <out>/../raw)")
+    p.add_argument("--image-root", default=None,
+                   help="an image-folder dataset's root (default: imagenet_root of --params)")
+    p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("checkpoint", help="adapt the published FP model to the dataset variant")
@@ -216,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", required=True, help="indicator table (.csv)")
     p.set_defaults(func=cmd_limpq_indicators)
+
+    p = sub.add_parser("overlay", help="switch params.yaml to another suite, e.g. "
+                                       "configs/imagenet.yaml (comments kept)")
+    p.add_argument("overlay", help="the overlay file, e.g. configs/imagenet.yaml")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a dotted key and a YAML value, after the overlay "
+                        "(e.g. imagenet_root=/data/imagenet)")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(func=cmd_overlay)
 
     p = sub.add_parser(
         "list", help="registered models, datasets, metrics, solvers, ...; profiles and runs")

@@ -276,18 +276,21 @@ class CacheMeta:
 CACHE_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 
 
-def prepare_dataset(name: str, out_dir: str | Path, raw_dir: str | Path | None = None) -> CacheMeta:
+def prepare_dataset(
+    name: str,
+    out_dir: str | Path,
+    raw_dir: str | Path | None = None,
+    image_root: str | Path | None = None,
+) -> CacheMeta:
     """Convert a dataset once into the cache folder ``out_dir``.
 
     With ``$MPQBENCH_MIRROR`` set and the dataset mirrored, reads the mirror (sha256 checked);
-    otherwise downloads the original archive into ``raw_dir`` (md5 checked).
+    otherwise downloads the original archive into ``raw_dir`` (md5 checked). An image-folder
+    dataset (ImageNet) is not copied: ``out_dir`` gets its manifest (see ``write_folder_manifest``).
     """
     spec = DATASETS.get(name)
     if spec.image_folder:
-        raise MpqbenchError(
-            f"{name} is read from an image folder at run time (set imagenet_root in params.yaml); "
-            f"there is nothing to prepare"
-        )
+        return write_folder_manifest(spec, image_root, out_dir)
     out_dir = Path(out_dir)
     mirrored = (
         verified_mirror_file(spec.mirror_file, spec.mirror_sha256) if spec.mirror_file else None
@@ -311,6 +314,67 @@ def prepare_dataset(name: str, out_dir: str | Path, raw_dir: str | Path | None =
         counts={"train": len(raw.train_y), "test": len(raw.test_y)},
     )
     write_cache(out_dir, raw, meta)
+    return meta
+
+
+FOLDER_SPLITS = {"train": "train", "test": "val"}  # split name -> sub-folder of the root
+
+
+def folder_root(spec: DatasetSpec, root: str | Path | None) -> Path:
+    """The user's image folder, checked for ``train/`` and ``val/``."""
+    if root is None:
+        raise MpqbenchError(
+            f"{spec.name} needs a folder: set imagenet_root in params.yaml to a folder holding "
+            f"train/<class>/*.JPEG and val/<class>/*.JPEG (the ImageNet suite: "
+            f"`python -m mpqbench overlay configs/imagenet.yaml --set imagenet_root=PATH`)"
+        )
+    root = Path(root).expanduser()
+    for part in FOLDER_SPLITS.values():
+        if not (root / part).is_dir():
+            raise MpqbenchError(
+                f"{root / part} is not a folder; {spec.name} needs train/<class>/ and val/<class>/ "
+                f"under imagenet_root"
+            )
+    return root
+
+
+def write_folder_manifest(
+    spec: DatasetSpec, root: str | Path | None, out_dir: str | Path
+) -> CacheMeta:
+    """Record what an image folder holds, in ``out_dir/meta.json``; the images stay where they are.
+
+    The manifest lists the classes and image counts and a sha256 over every image's relative
+    path and size in bytes, so DVC re-runs the stages that read the folder when it changes.
+    Walks every file once (stat only, no decoding).
+    """
+    from tqdm.auto import tqdm
+
+    root = folder_root(spec, root)
+    digest = hashlib.sha256()
+    counts: dict[str, int] = {}
+    classes_by_split: dict[str, list[str]] = {}
+    for split, part in FOLDER_SPLITS.items():
+        classes = sorted(e.name for e in os.scandir(root / part) if e.is_dir())
+        if not classes:
+            raise MpqbenchError(f"{root / part} holds no class folders")
+        classes_by_split[split] = classes
+        counts[split] = 0
+        for name in tqdm(classes, desc=f"scan {part}/", unit="class",
+                         disable=os.environ.get("MPQBENCH_PROGRESS") == "off"):
+            files = sorted((e.name, e.stat().st_size) for e in os.scandir(root / part / name)
+                           if e.is_file())
+            counts[split] += len(files)
+            for file_name, size in files:
+                digest.update(f"{part}/{name}/{file_name}\t{size}\n".encode())
+        if counts[split] == 0:
+            raise MpqbenchError(f"{root / part} holds no images")
+    if classes_by_split["train"] != classes_by_split["test"]:
+        raise MpqbenchError(f"{root}: train/ and val/ hold different class folders")
+    meta = CacheMeta(dataset=spec.name, variant=spec.name, classes=classes_by_split["train"],
+                     source=str(root.resolve()), source_digest=digest.hexdigest(), counts=counts)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "meta.json").write_text(json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n")
     return meta
 
 
@@ -516,12 +580,17 @@ def load_splits(
     val_size: int = 5000,
     seed: int = 0,
     imagenet_root: str | Path | None = None,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> Splits:
-    """The three splits of a dataset: the prepared cache for CIFAR, an image folder for ImageNet."""
+    """The three splits of a dataset: the prepared cache for CIFAR, an image folder for ImageNet.
+
+    ``workers``: data-loader processes for an image folder (default: the CPU count, at most 8).
+    """
     spec = DATASETS.get(name)
     if spec.image_folder:
-        return _imagenet_splits(spec, imagenet_root, val_size, seed, workers)
+        workers = min(8, os.cpu_count() or 1) if workers is None else workers
+        return _imagenet_splits(spec, imagenet_root, Path(data_dir) / name, val_size, seed,
+                                workers)
     raw, meta = read_cache(Path(data_dir) / name)
     train_all = TensorSplit(
         torch.from_numpy(raw.train_x), torch.from_numpy(raw.train_y), spec.mean, spec.std
@@ -542,23 +611,18 @@ def load_splits(
 
 
 def _imagenet_splits(
-    spec: DatasetSpec, root: str | Path | None, val_size: int, seed: int, workers: int
+    spec: DatasetSpec, root: str | Path | None, manifest_dir: Path, val_size: int, seed: int,
+    workers: int,
 ) -> Splits:
     from torchvision.datasets import ImageFolder
 
-    if root is None:
-        raise MpqbenchError(
-            "ImageNet needs a folder: set imagenet_root in params.yaml to a folder holding "
-            "train/<class>/*.JPEG and val/<class>/*.JPEG"
-        )
-    root = Path(root)
-    for part in ("train", "val"):
-        if not (root / part).is_dir():
-            raise MpqbenchError(f"{root / part} is not a folder; ImageNet needs train/ and val/")
-    train_folder = ImageFolder(str(root / "train"))
-    test_folder = ImageFolder(str(root / "val"))
+    root = folder_root(spec, root)
+    train_folder = ImageFolder(str(root / FOLDER_SPLITS["train"]))
+    test_folder = ImageFolder(str(root / FOLDER_SPLITS["test"]))
     if train_folder.classes != test_folder.classes:
         raise MpqbenchError(f"{root}: train/ and val/ hold different class folders")
+    _check_manifest(manifest_dir, root, train_folder.classes,
+                    {"train": len(train_folder), "test": len(test_folder)})
     keep, held = stratified_holdout(torch.as_tensor(train_folder.targets), val_size, seed)
     return Splits(
         train=FolderSplit(train_folder, keep, workers),
@@ -569,6 +633,24 @@ def _imagenet_splits(
         classes=list(train_folder.classes),
         input_shape=spec.input_shape,
     )
+
+
+def _check_manifest(
+    manifest_dir: Path, root: Path, classes: list[str], counts: dict[str, int]
+) -> None:
+    """Refuse a folder that no longer matches the manifest the ``data`` stage wrote."""
+    path = manifest_dir / "meta.json"
+    fix = (f"run `dvc repro data` (or `python -m mpqbench data --dataset {manifest_dir.name} "
+           f"--out {manifest_dir}`)")
+    if not path.is_file():
+        raise MpqbenchError(f"no manifest of {root} at {path}; {fix}")
+    meta = json.loads(path.read_text())
+    if meta.get("classes") != classes or meta.get("counts") != counts:
+        raise MpqbenchError(
+            f"{root} holds {counts} images in {len(classes)} classes, but the manifest {path} "
+            f"recorded {meta.get('counts')} in {len(meta.get('classes', []))} (from "
+            f"{meta.get('source')}); the folder or imagenet_root changed: {fix}"
+        )
 
 
 def calibration_subset(split: Split, size: int, seed: int) -> Split:

@@ -92,12 +92,30 @@ def device_description(device: torch.device | str) -> str:
     return f"cpu:{platform.machine()}x{torch.get_num_threads()}threads"
 
 
+def cpu_description() -> str:
+    """The CPU model and the vector ISA torch's kernels use, e.g. ``AMD EPYC (AVX2)``.
+
+    Float results of the same seeded CPU run can differ between CPU models (the kernels sum in
+    another order), so records name the CPU.
+    """
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def provenance(seed: int, profile: str, device: torch.device | str) -> dict[str, Any]:
-    """Seed, profile, device, package versions, git commit and a UTC timestamp."""
+    """Seed, profile, device, CPU, package versions, git commit and a UTC timestamp."""
     return {
         "seed": seed,
         "profile": profile,
         "device": device_description(device),
+        "cpu": cpu_description(),
         "versions": package_versions(),
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **git_state(),

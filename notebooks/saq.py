@@ -99,10 +99,11 @@ for every in cfg["every"]:
 # %% [markdown]
 # ## A mixed policy from another method, fine-tuned both ways
 # Taken from that method's RunRecord when it exists in `results/` (params:
-# `method_cfg.saq.mixed_policy`); skipped otherwise.
+# `method_cfg.saq.mixed_policy`, where `{model}` stands for this model); skipped otherwise.
 
 # %%
-source = cfg.get("mixed_policy") or {}
+source = {key: value.format(model=model_name)
+          for key, value in (cfg.get("mixed_policy") or {}).items()}
 found = find_run(source["runs"], source["run_id"]) if source else None
 if found is not None:
     mixed = validate_policy(found.policy, [layer.name for layer in layers], found.run_id).bits()

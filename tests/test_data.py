@@ -1,3 +1,4 @@
+import hashlib
 import pickle
 
 import numpy as np
@@ -147,7 +148,13 @@ def test_imagenet_folder_loads_with_eval_transforms(tmp_path):
             for i in range(n):
                 pixels = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(tmp_path / part / cls / f"{i}.png")
-    splits = load_splits("imagenet", imagenet_root=tmp_path, val_size=2, seed=0, workers=0)
+    data_dir = tmp_path / "data"
+    with pytest.raises(MpqbenchError, match="no manifest.*dvc repro data"):
+        load_splits("imagenet", data_dir, imagenet_root=tmp_path, val_size=2, workers=0)
+    meta = prepare_dataset("imagenet", data_dir / "imagenet", image_root=tmp_path)
+    assert meta.counts == {"train": 12, "test": 4} and meta.classes == ["n01", "n02"]
+    splits = load_splits("imagenet", data_dir, val_size=2, seed=0, imagenet_root=tmp_path,
+                         workers=0)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (10, 2, 4)
     assert splits.classes == ["n01", "n02"]
     assert torch.equal(torch.bincount(splits.val.labels), torch.tensor([1, 1]))
@@ -159,6 +166,30 @@ def test_imagenet_folder_loads_with_eval_transforms(tmp_path):
         load_splits("imagenet")
     with pytest.raises(MpqbenchError, match="is not a folder"):
         load_splits("imagenet", imagenet_root=tmp_path / "train")
+    # one more image: the folder no longer matches the manifest the data stage wrote
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "val" / "n02" / "9.png")
+    with pytest.raises(MpqbenchError, match="manifest.*changed"):
+        load_splits("imagenet", data_dir, val_size=2, imagenet_root=tmp_path, workers=0)
+
+
+def test_folder_manifest_fingerprints_names_and_sizes(tmp_path):
+    for part in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / part / cls).mkdir(parents=True)
+            (tmp_path / part / cls / "0.jpg").write_bytes(b"12345")
+    first = prepare_dataset("imagenet", tmp_path / "m1", image_root=tmp_path)
+    assert first.counts == {"train": 2, "test": 2} and first.variant == "imagenet"
+    # an independent oracle: sha256 over "<part>/<class>/<file>\t<size>" lines, sorted
+    lines = "".join(f"{part}/{cls}/0.jpg\t5\n" for part in ("train", "val") for cls in "ab")
+    assert first.source_digest == hashlib.sha256(lines.encode()).hexdigest()
+    (tmp_path / "val" / "b" / "0.jpg").write_bytes(b"123456")  # same names, one size changed
+    second = prepare_dataset("imagenet", tmp_path / "m2", image_root=tmp_path)
+    assert second.counts == first.counts and second.source_digest != first.source_digest
+    (tmp_path / "val" / "c").mkdir()
+    with pytest.raises(MpqbenchError, match="different class folders"):
+        prepare_dataset("imagenet", tmp_path / "m3", image_root=tmp_path)
+    with pytest.raises(MpqbenchError, match="imagenet_root"):
+        prepare_dataset("imagenet", tmp_path / "m4")
 
 
 def test_pad_crop_flip_is_a_shifted_or_flipped_crop():

@@ -92,3 +92,8 @@ def test_imagenet_architectures_build_through_the_registry():
     model = build_model("resnet18", 1000)
     assert model(torch.zeros(1, 3, 224, 224)).shape == (1, 1000)
     assert len(layer_costs(build_model("mobilenet_v2", 1000), (3, 224, 224))) == 53
+
+
+def test_torchvision_weights_refuse_a_folder_with_another_class_count():
+    with pytest.raises(MpqbenchError, match="classifies 1000 classes, the dataset has 4"):
+        pretrained_model("mobilenet_v2", "imagenet", 4)  # refused before any download

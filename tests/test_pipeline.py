@@ -136,3 +136,92 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
 
     second = _run(["dvc", "repro"], repo, env)
     assert "Data and pipelines are up to date" in second
+
+
+def _fake_imagenet(root: Path, classes: int, train: int, val: int) -> None:
+    """An ImageNet-layout folder of small random JPEGs (the loader resizes them to 224)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for part, count in (("train", train), ("val", val)):
+        for c in range(classes):
+            folder = root / part / f"n{c:08d}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.JPEG", quality=90)
+
+
+def _torchvision_weights_in_cache(torch_home: Path, model: str, weights_name: str) -> None:
+    """Seeded random weights where torch.hub caches the published file (no network here).
+
+    torchvision checks a file's hash only when it downloads it, so the real loading path runs.
+    """
+    import torch
+    import torchvision
+
+    url = torchvision.models.get_weight(weights_name).url
+    target = torch_home / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    target.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.get_model(model).state_dict(), target)
+
+
+def test_imagenet_suite_runs_through_the_overlay(tmp_path):
+    """configs/imagenet.yaml, narrowed to MobileNetV2, on the smoke profile: every stage runs
+    on an ImageNet-layout folder with torchvision's loader and MobileNetV2's real layers."""
+    repo = tmp_path / "repo"
+    _copy_repo(repo)
+    _fake_imagenet(tmp_path / "imagenet", classes=1000, train=2, val=1)
+    torch_home = tmp_path / "torch_home"
+    _torchvision_weights_in_cache(torch_home, "mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V1")
+    overlay = yaml.safe_load((repo / "configs/imagenet.yaml").read_text())
+    # LIMPQ and SAQ (which reads LIMPQ's policy through the {model} template); the PTQ
+    # methods run on the same layers and protocol code but take half an hour here
+    overlay["runs"] = {k: v for k, v in overlay["runs"].items()
+                       if k in ("limpq-mobilenet_v2", "saq-mobilenet_v2")}
+    overlay["models"] = ["mobilenet_v2"]
+    (repo / "configs/test.yaml").write_text(yaml.safe_dump(overlay))
+    env = {**os.environ, "MPQBENCH_PROGRESS": "off", "TORCH_HOME": str(torch_home),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MPQBENCH_MIRROR", None)  # nothing here may come from the CIFAR mirror
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    _run(git + ["init", "-q"], repo, env)
+    _run([sys.executable, "-m", "mpqbench", "overlay", "configs/test.yaml",
+          "--set", f"imagenet_root={tmp_path / 'imagenet'}", "--set", "profile=smoke",
+          "--set", "data.val_size=200",
+          # fewer images and runs than smoke: this test is about the ImageNet path, not numbers
+          "--set", "profiles.smoke.eval.max_images=64",
+          "--set", "profiles.smoke.ptq.calib_images=16",
+          "--set", "profiles.smoke.ptq.act_observer=minmax",
+          "--set", "profiles.smoke.policy_bank.val_images=64",
+          "--set", "profiles.smoke.policy_bank.count=2",
+          "--set", "method_cfg.uniform.configs=[W4A8]",
+          "--set", "method_cfg.uniform.roundings=[nearest]",
+          "--set", "method_cfg.limpq.uniform=[W4A4]",
+          "--set", "method_cfg.saq.configs=[W4A4]",
+          "--set", "method_cfg.saq.rho_sweep=[]",
+          "--set", "method_cfg.saq.cases=[]",
+          "--set", "method_cfg.saq.every=[]"], repo, env)
+    _run(git + ["add", "-A"], repo, env)
+    _run(git + ["commit", "-qm", "copy"], repo, env)
+
+    _run(["dvc", "repro"], repo, env)
+
+    manifest = json.loads((repo / "data/imagenet/meta.json").read_text())
+    assert manifest["counts"] == {"train": 2000, "test": 1000} and len(manifest["classes"]) == 1000
+    fp = json.loads((repo / "results/runs/fp_baseline-mobilenet_v2/fp-mobilenet_v2.json")
+                    .read_text())
+    assert fp["dataset_variant"] == "imagenet" and fp["accuracy"]["test_images"] == 64
+    runs = {p.parent.name: json.loads(p.read_text())
+            for p in (repo / "results/runs").glob("*-mobilenet_v2/*.json")}
+    assert set(runs) == {"fp_baseline-mobilenet_v2", "uniform-mobilenet_v2",
+                         "limpq-mobilenet_v2", "saq-mobilenet_v2"}
+    assert all(r["dataset_variant"] == "imagenet" for r in runs.values())
+    limpq = [json.loads(p.read_text())
+             for p in (repo / "results/runs/limpq-mobilenet_v2").glob("*")]
+    assert len(limpq) == 3 + 1 and all(len(r["policy"]["layers"]) == 53 for r in limpq)
+    saq = [json.loads(p.read_text()) for p in (repo / "results/runs/saq-mobilenet_v2").glob("*")]
+    assert any(r["extra"].get("policy_from") == "limpq-mobilenet_v2-W4A4eq-qat_lsq" for r in saq)
+    assert (repo / "results/figures/accuracy_vs_size_mib-mobilenet_v2.png").is_file()

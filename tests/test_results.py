@@ -1,6 +1,8 @@
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
 from mpqbench.errors import MpqbenchError
 from mpqbench.report import summary_table, write_summary
@@ -27,6 +29,13 @@ def test_round_trip_and_provenance(tmp_path):
     assert prov["seed"] == 0 and prov["profile"] == "smoke" and prov["device"].startswith("cpu")
     assert prov["versions"]["torch"] and prov["versions"]["python"]
     assert "git_commit" in prov and "created_utc" in prov
+    # the CPU model and torch's kernel ISA, as /proc/cpuinfo and torch report them
+    assert prov["cpu"].endswith(f"({torch.backends.cpu.get_cpu_capability()})")
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        assert not names or prov["cpu"].startswith(names[0])
 
 
 def test_invalid_records_are_refused_with_the_file_named(tmp_path):

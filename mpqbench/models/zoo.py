@@ -145,6 +145,12 @@ def pretrained_model(
         import torchvision
 
         weights = torchvision.models.get_weight(spec.torchvision_weights)
+        classes = len(weights.meta["categories"])
+        if classes != num_classes:
+            raise MpqbenchError(
+                f"{spec.torchvision_weights} classifies {classes} classes, the dataset has "
+                f"{num_classes}; point imagenet_root at the full ImageNet (1000 class folders)"
+            )
         try:
             model = torchvision.models.get_model(name, weights=weights)
         except (urllib.error.URLError, OSError) as exc:

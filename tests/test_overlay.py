@@ -1,0 +1,74 @@
+"""Suite overlays: configs/imagenet.yaml laid over params.yaml."""
+
+import shutil
+
+import pytest
+import yaml
+
+from mpqbench.checkpoints import finetune_config
+from mpqbench.config import profile_settings
+from mpqbench.errors import MpqbenchError
+from mpqbench.overlay import apply_overlay, parse_set
+
+from .conftest import REPO
+
+IMAGENET = REPO / "configs/imagenet.yaml"
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """params.yaml and the notebooks, copied; an empty ImageNet-shaped folder beside them."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
+    for part in ("train", "val"):
+        (tmp_path / "imagenet" / part / "n01440764").mkdir(parents=True)
+    return tmp_path
+
+
+def test_imagenet_overlay_switches_the_suite_and_keeps_comments(repo):
+    before = yaml.safe_load((repo / "params.yaml").read_text())
+    changed = apply_overlay(repo / "params.yaml", IMAGENET,
+                            [f"imagenet_root={repo / 'imagenet'}"])
+    text = (repo / "params.yaml").read_text()
+    after = yaml.safe_load(text)
+    assert "# The active profile" in text and "# Per-method settings" in text
+    assert after["dataset"] == "imagenet" and after["profile"] == "paper"
+    assert after["imagenet_root"] == str(repo / "imagenet")
+    assert after["models"] == ["resnet18", "resnet50", "mobilenet_v2"]
+    # runs replaced whole: every method on every ImageNet model, none of the CIFAR ones
+    methods = {run["method"] for run in before["runs"].values()}
+    assert set(after["runs"]) == {f"{m}-{model}" for m in methods for model in after["models"]}
+    assert after["runs"]["saq-resnet50"]["reads"] == "results/runs/limpq-resnet50"
+    # merged, not replaced: the rest of data, every method setting and profile stay
+    assert after["data"] == {**before["data"], "val_size": 10000}
+    assert after["method_cfg"] == before["method_cfg"] and after["profiles"] == before["profiles"]
+    assert {"dataset", "profile", "imagenet_root", "models", "runs", "data.val_size"} <= set(
+        changed)
+    # the paper profile has an ImageNet schedule (published torchvision weights, no adaptation)
+    assert finetune_config(profile_settings("paper", after), "imagenet").epochs == 0
+    # SAQ's mixed policy source resolves per model
+    source = after["method_cfg"]["saq"]["mixed_policy"]
+    assert source["run_id"].format(model="resnet18") == "limpq-resnet18-W4A4eq-qat_lsq"
+
+
+@pytest.mark.parametrize("sets, message", [
+    ([], "imagenet_root"),
+    (["imagenet_root=/nonexistent/imagenet"], "is not a folder"),
+    (["imagenet_root={root}", "models=[resnet18]"], "not in models"),
+    (["imagenet_root={root}", "models=[resnet20, resnet18, resnet50, mobilenet_v2]"],
+     "pretrained weights for cifar10"),
+    (["imagenet_root={root}", "profile=fast"], "profile 'fast'"),
+    (["imagenet_root"], "KEY=VALUE"),
+])
+def test_a_bad_overlay_names_the_fix_and_leaves_params_alone(repo, sets, message):
+    original = (repo / "params.yaml").read_bytes()
+    sets = [s.format(root=repo / "imagenet") for s in sets]
+    with pytest.raises(MpqbenchError, match=message):
+        apply_overlay(repo / "params.yaml", IMAGENET, sets)
+    assert (repo / "params.yaml").read_bytes() == original
+
+
+def test_set_values_are_yaml_and_dotted_keys_nest():
+    assert parse_set("data.val_size=200") == (["data", "val_size"], 200)
+    assert parse_set("models=[a, b]") == (["models"], ["a", "b"])
+    assert parse_set("imagenet_root=null") == (["imagenet_root"], None)
