@@ -195,3 +195,10 @@ def method_costs(frame: pd.DataFrame) -> pd.DataFrame:
         search_s=("search_s", "mean"), protocol_s=("protocol_s", "mean"),
         total_s=("total_s", "sum"))
     return out.round(3).reset_index()
+
+
+def top1_by_run(frame: pd.DataFrame) -> dict[str, float]:
+    """Test top-1 (percent) of every run, keyed by run_id: the report's DVC metric
+    (``results/metrics/report.json``), so `dvc exp show` lists them per experiment."""
+    return {str(row.run_id): round(float(row.top1), 4)
+            for row in frame.sort_values("run_id").itertuples()}

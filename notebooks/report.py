@@ -23,6 +23,7 @@ runs_dir = "results/runs"
 out_dir = "results"
 
 # %%
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -36,6 +37,7 @@ from mpqbench.comparison import (
     metric_quality,
     paper_vs_reproduced,
     run_frame,
+    top1_by_run,
 )
 from mpqbench.report import write_summary
 from mpqbench.results import load_runs
@@ -43,6 +45,9 @@ from mpqbench.results import load_runs
 runs = load_runs(runs_dir) if Path(runs_dir).is_dir() else []
 frame = run_frame(runs)
 write_summary(runs_dir, out_dir)
+metrics = Path(out_dir) / "metrics" / "report.json"  # `dvc exp show` columns: top-1 per run
+metrics.parent.mkdir(parents=True, exist_ok=True)
+metrics.write_text(json.dumps(top1_by_run(frame) if len(frame) else {}, indent=1) + "\n")
 figures = Path(out_dir) / "figures"
 figures.mkdir(parents=True, exist_ok=True)
 print(f"{len(runs)} RunRecords; methods: {sorted(set(frame.method)) if len(frame) else []}; "

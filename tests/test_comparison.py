@@ -17,6 +17,7 @@ from mpqbench.comparison import (  # noqa: E402
     paper_vs_reproduced,
     pareto_front,
     run_frame,
+    top1_by_run,
 )
 from mpqbench.results import RunRecord  # noqa: E402
 
@@ -106,3 +107,10 @@ def test_no_runs_at_all_gives_empty_tables():
     assert allocator_protocol_matrix(frame).empty and method_costs(frame).empty
     assert metric_quality(frame).empty and bits_at_budget(frame, "ratio8").empty
     assert set(paper_vs_reproduced(frame).here) == {"no run yet"}
+
+
+def test_the_dvc_metric_holds_every_runs_top1():
+    runs = _runs()
+    metric = top1_by_run(run_frame(runs))
+    assert metric == {r.run_id: r.accuracy["top1"] for r in runs}
+    assert list(metric) == sorted(metric)
