@@ -345,8 +345,10 @@ def write_folder_manifest(
 
     The manifest lists the classes and image counts and a sha256 over every image's relative
     path and size in bytes, so DVC re-runs the stages that read the folder when it changes.
-    Walks every file once (stat only, no decoding).
+    Images are the files torchvision's ImageFolder reads (its extensions); other files are
+    ignored. Walks every file once (stat only, no decoding).
     """
+    from torchvision.datasets.folder import IMG_EXTENSIONS
     from tqdm.auto import tqdm
 
     root = folder_root(spec, root)
@@ -362,7 +364,7 @@ def write_folder_manifest(
         for name in tqdm(classes, desc=f"scan {part}/", unit="class",
                          disable=os.environ.get("MPQBENCH_PROGRESS") == "off"):
             files = sorted((e.name, e.stat().st_size) for e in os.scandir(root / part / name)
-                           if e.is_file())
+                           if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
             counts[split] += len(files)
             for file_name, size in files:
                 digest.update(f"{part}/{name}/{file_name}\t{size}\n".encode())

@@ -148,6 +148,7 @@ def test_imagenet_folder_loads_with_eval_transforms(tmp_path):
             for i in range(n):
                 pixels = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(tmp_path / part / cls / f"{i}.png")
+    (tmp_path / "val" / "n01" / "LICENSE.txt").write_text("ImageFolder skips this file")
     data_dir = tmp_path / "data"
     with pytest.raises(MpqbenchError, match="no manifest.*dvc repro data"):
         load_splits("imagenet", data_dir, imagenet_root=tmp_path, val_size=2, workers=0)
@@ -177,6 +178,7 @@ def test_folder_manifest_fingerprints_names_and_sizes(tmp_path):
         for cls in ("a", "b"):
             (tmp_path / part / cls).mkdir(parents=True)
             (tmp_path / part / cls / "0.jpg").write_bytes(b"12345")
+    (tmp_path / "train" / "a" / "notes.txt").write_text("not an image: ImageFolder skips it")
     first = prepare_dataset("imagenet", tmp_path / "m1", image_root=tmp_path)
     assert first.counts == {"train": 2, "test": 2} and first.variant == "imagenet"
     # an independent oracle: sha256 over "<part>/<class>/<file>\t<size>" lines, sorted
