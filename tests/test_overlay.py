@@ -72,3 +72,29 @@ def test_set_values_are_yaml_and_dotted_keys_nest():
     assert parse_set("data.val_size=200") == (["data", "val_size"], 200)
     assert parse_set("models=[a, b]") == (["models"], ["a", "b"])
     assert parse_set("imagenet_root=null") == (["imagenet_root"], None)
+
+
+def test_dvc_resolves_every_stage_of_the_imagenet_suite(repo):
+    """The whole overlay (three models, four methods) templated by DVC itself."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    apply_overlay(repo / "params.yaml", IMAGENET, [f"imagenet_root={repo / 'imagenet'}"])
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=repo, env=env, check=True)
+    listed = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=repo, env=env,
+                            capture_output=True, text=True, check=True).stdout.split()
+    models = ["resnet18", "resnet50", "mobilenet_v2"]
+    methods = ["first_order_ptq", "data_free", "limpq", "saq"]
+    expected = {"data", "report"} | {f"{stage}@{m}" for m in models for stage in (
+        "checkpoint", "fp_baseline", "uniform", "policy_bank")} | {
+        f"run@{method}-{m}" for method in methods for m in models}
+    assert set(listed) == expected
+    upstream = subprocess.run(["dvc", "dag", "--dot", "run@saq-resnet50"], cwd=repo, env=env,
+                              capture_output=True, text=True, check=True).stdout
+    # SAQ's upstream is its own model's LIMPQ run (the `reads` of its run key), not another's
+    assert '"run@limpq-resnet50"' in upstream and "run@limpq-resnet18" not in upstream
+    assert '"checkpoint@resnet50"' in upstream and '"data"' in upstream
