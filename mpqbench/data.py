@@ -646,7 +646,12 @@ def _check_manifest(
            f"--out {manifest_dir}`)")
     if not path.is_file():
         raise MpqbenchError(f"no manifest of {root} at {path}; {fix}")
-    meta = json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise MpqbenchError(f"the manifest {path} is damaged ({exc}); {fix}") from exc
     if meta.get("classes") != classes or meta.get("counts") != counts:
         raise MpqbenchError(
             f"{root} holds {counts} images in {len(classes)} classes, but the manifest {path} "

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from mpqbench.errors import MpqbenchError
 
@@ -44,10 +45,13 @@ def _merge(target: dict, overlay: dict, replace: set[str], prefix: str = "") -> 
 def parse_set(pair: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (["a", "b"], value read as YAML)."""
     key, sep, raw = pair.partition("=")
-    if not sep or not key:
+    if not sep or not key or "" in key.split("."):
         raise MpqbenchError(
             f"--set {pair!r}: expected KEY=VALUE, e.g. imagenet_root=/data/imagenet")
-    return key.split("."), yaml.safe_load(raw)
+    try:
+        return key.split("."), yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise MpqbenchError(f"--set {pair!r}: the value is not YAML ({exc})") from exc
 
 
 def _nest(keys: list[str], value: Any) -> dict:
@@ -70,6 +74,9 @@ def check_suite(params: dict[str, Any], repo: str | Path = ".") -> None:
     for model in models:
         check_model_dataset(model, dataset)
     for key, run in (params.get("runs") or {}).items():
+        if not isinstance(run, dict):
+            raise MpqbenchError(f"run {key!r} must be a mapping {{method, model, reads}}, "
+                                f"not {run!r}")
         if run.get("model") not in models:
             raise MpqbenchError(f"run {key!r} uses model {run.get('model')!r}, which is not in "
                                 f"models {models}; add it there or drop the run")
@@ -90,11 +97,14 @@ def apply_overlay(
         if not path.is_file():
             raise MpqbenchError(f"{path} not found (run from the repository root)")
     rt = _round_trip()
-    overlay = rt.load(overlay_path) or {}  # round-trip, so its flow style carries over
+    overlay = _load(rt, overlay_path) or {}  # round-trip, so its flow style carries over
     if not isinstance(overlay, dict):
         raise MpqbenchError(f"{overlay_path} must hold a mapping of params.yaml keys")
-    replace = set(overlay.pop(REPLACE_KEY, []) or [])
-    params = rt.load(params_path)
+    replace = overlay.pop(REPLACE_KEY, None) or []
+    if not isinstance(replace, list):
+        raise MpqbenchError(f"{overlay_path}: `{REPLACE_KEY}:` must list keys, e.g. [runs]")
+    replace = set(replace)
+    params = _load(rt, params_path)
     changed = _merge(params, overlay, replace)
     for pair in sets or []:
         keys, value = parse_set(pair)
@@ -103,6 +113,13 @@ def apply_overlay(
     check_suite(plain, params_path.parent)
     params_path.write_text(_dump(rt, params))
     return changed
+
+
+def _load(rt: YAML, path: Path) -> Any:
+    try:
+        return rt.load(path)
+    except YAMLError as exc:
+        raise MpqbenchError(f"{path} is not valid YAML: {exc}") from exc
 
 
 def _dump(rt: YAML, data: Any) -> str:

@@ -11,7 +11,7 @@ from mpqbench.results import RunRecord, load_runs
 SUMMARY_COLUMNS = [
     "run_id", "method", "metric", "solver", "protocol", "model", "dataset_variant",
     "size_mib", "compression_ratio", "bitops_g", "mean_w_bits", "mean_a_bits",
-    "fp_top1", "top1", "top5", "drop", "total_s", "profile", "device", "git_commit",
+    "fp_top1", "top1", "top5", "drop", "total_s", "profile", "device", "cpu", "git_commit",
 ]
 
 
@@ -29,6 +29,7 @@ def summary_table(runs: list[RunRecord]) -> pd.DataFrame:
             "total_s": run.timing.get("total_s"),
             "profile": run.provenance.get("profile"),
             "device": run.provenance.get("device"),
+            "cpu": run.provenance.get("cpu"),  # absent in records written before it was kept
             "git_commit": (run.provenance.get("git_commit") or "")[:12],
         })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

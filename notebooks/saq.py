@@ -36,7 +36,7 @@ from mpqbench.baseline import method_setup
 from mpqbench.cost import parse_wa
 from mpqbench.qat import qat_config, qat_policy_run
 from mpqbench.quant.policy import validate_policy
-from mpqbench.results import find_run, save_run
+from mpqbench.results import find_model_run, save_run
 from mpqbench.search import uniform_bits
 
 setup = method_setup("saq", model_name, profile, params_file)
@@ -102,9 +102,7 @@ for every in cfg["every"]:
 # `method_cfg.saq.mixed_policy`, where `{model}` stands for this model); skipped otherwise.
 
 # %%
-source = {key: value.format(model=model_name)
-          for key, value in (cfg.get("mixed_policy") or {}).items()}
-found = find_run(source["runs"], source["run_id"]) if source else None
+found = find_model_run(cfg.get("mixed_policy"), model_name)
 if found is not None:
     mixed = validate_policy(found.policy, [layer.name for layer in layers], found.run_id).bits()
     meta = {"solver": found.solver, "metric": found.metric, "budget": found.budget,
@@ -114,7 +112,8 @@ if found is not None:
         train_and_save(f"mixed-{protocol}", mixed, protocol, options, **meta)
     print(f"mixed policy from {found.run_id}: {found.cost['bitops_g']:.4f} GBitOps")
 else:
-    print(f"no mixed policy found ({source}); run its method first")
+    print(f"no mixed policy found ({cfg.get('mixed_policy')}, model {model_name}); "
+          f"run its method first")
 
 # %% [markdown]
 # ## Accuracy and training cost

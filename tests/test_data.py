@@ -171,6 +171,9 @@ def test_imagenet_folder_loads_with_eval_transforms(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "val" / "n02" / "9.png")
     with pytest.raises(MpqbenchError, match="manifest.*changed"):
         load_splits("imagenet", data_dir, val_size=2, imagenet_root=tmp_path, workers=0)
+    (data_dir / "imagenet" / "meta.json").write_text('{"classes": [')
+    with pytest.raises(MpqbenchError, match="manifest.*damaged.*dvc repro data"):
+        load_splits("imagenet", data_dir, val_size=2, imagenet_root=tmp_path, workers=0)
 
 
 def test_folder_manifest_fingerprints_names_and_sizes(tmp_path):

@@ -59,6 +59,9 @@ def test_imagenet_overlay_switches_the_suite_and_keeps_comments(repo):
      "pretrained weights for cifar10"),
     (["imagenet_root={root}", "profile=fast"], "profile 'fast'"),
     (["imagenet_root"], "KEY=VALUE"),
+    (["imagenet_root={root}", "data..val_size=3"], "KEY=VALUE"),
+    (["imagenet_root={root}", "models=[resnet18"], "not YAML"),
+    (["imagenet_root={root}", "runs.extra=1"], "must be a mapping"),
 ])
 def test_a_bad_overlay_names_the_fix_and_leaves_params_alone(repo, sets, message):
     original = (repo / "params.yaml").read_bytes()
@@ -98,3 +101,16 @@ def test_dvc_resolves_every_stage_of_the_imagenet_suite(repo):
     # SAQ's upstream is its own model's LIMPQ run (the `reads` of its run key), not another's
     assert '"run@limpq-resnet50"' in upstream and "run@limpq-resnet18" not in upstream
     assert '"checkpoint@resnet50"' in upstream and '"data"' in upstream
+
+
+@pytest.mark.parametrize("text, message", [
+    ("profile: [paper\n", "not valid YAML"),
+    ("- a list\n", "must hold a mapping"),
+    ("replace: runs\nprofile: paper\n", "must list keys"),
+])
+def test_a_malformed_overlay_file_is_refused(repo, text, message):
+    original = (repo / "params.yaml").read_bytes()
+    (repo / "bad.yaml").write_text(text)
+    with pytest.raises(MpqbenchError, match=message):
+        apply_overlay(repo / "params.yaml", repo / "bad.yaml")
+    assert (repo / "params.yaml").read_bytes() == original
