@@ -14,10 +14,10 @@ import torch.nn as nn
 from mpqbench.data import load_splits
 from mpqbench.errors import MpqbenchError
 from mpqbench.evaluate import evaluate
+from mpqbench.finetune import FinetuneConfig, finetune
 from mpqbench.models.zoo import MODELS, build_model, pretrained_model
 from mpqbench.results import provenance
 from mpqbench.runtime import resolve_device, seed_everything
-from mpqbench.train import FinetuneConfig, finetune
 
 
 def finetune_config(settings: dict[str, Any], variant: str) -> FinetuneConfig:

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from mpqbench.data import Split
 from mpqbench.errors import MpqbenchError
+from mpqbench.qat import fingerprint, qat_config
 from mpqbench.quant.modules import MultiBitLsqQuantizer
 from mpqbench.quant.multibit import multibit_model
 from mpqbench.sensitivity.base import SensitivityTable
@@ -30,20 +31,29 @@ IMAGE_A_BITS = 8  # a searchable layer fed by the image: its input is 8-bit by n
 
 @dataclass
 class IndicatorTraining:
-    """The trained multi-bit model, its loss history and its training steps' summed seconds."""
+    """The trained multi-bit model, its loss history, its training steps' summed seconds and
+    the indicators at their init (``initial``, the ``indicators`` frame before training)."""
 
     model: nn.Module
     history: dict
     seconds: float
     passes_per_step: int
+    initial: pd.DataFrame
+
+    def movement(self, searchable: list[str]) -> pd.DataFrame:
+        """Per indicator: its init, its trained value and ``moved`` = trained / init - 1 (how
+        far training took it from its init, relative)."""
+        trained = indicators(self.model, searchable)
+        keys = ["layer", "kind", "bits"]
+        out = trained.merge(self.initial.rename(columns={"indicator": "init"}), on=keys)
+        out["moved"] = out["indicator"] / out["init"] - 1.0
+        return out
 
 
 def indicator_config(settings: dict) -> QatConfig:
     """The indicator-training schedule: the profile's ``qat`` settings, then
     ``method_cfg.limpq.indicator_training`` (optimizer), then ``profiles.<p>.limpq_indicators``
     (length)."""
-    from mpqbench.qat import qat_config
-
     cfg = settings.get("method_cfg", {}).get("limpq")
     if cfg is None or "indicator_training" not in cfg:
         raise MpqbenchError("params.yaml has no method_cfg.limpq.indicator_training; see the "
@@ -57,7 +67,8 @@ def indicator_config(settings: dict) -> QatConfig:
 def indicator_records(frame: pd.DataFrame) -> list[dict]:
     """The repaired indicator frame as JSON-ready rows (for RunRecords)."""
     return [{"layer": r.layer, "kind": r.kind, "bits": int(r.bits),
-             "indicator": round(float(r.indicator), 7), "usable": bool(r.usable)}
+             "indicator": round(float(r.indicator), 7), "usable": bool(r.usable),
+             **({"at_bound": bool(r.at_bound)} if hasattr(r, "at_bound") else {})}
             for r in frame.itertuples()]
 
 
@@ -71,14 +82,19 @@ def train_indicators(
     The FP model is left untouched. The first conv and classifier (not in ``searchable``) run
     in full precision during this phase, as in the authors' code.
     """
-    model = multibit_model(fp_model, input_shape, searchable, candidates)
+    model = multibit_model(fp_model, input_shape, searchable, candidates).to(device)
     step = JointIndicatorStep(searchable, candidates, seed=config.seed)
-    from mpqbench.qat import fingerprint
-
+    # every width's input step set from the first training batch (what the first training
+    # pass would do), so that the indicators' starting values can be recorded
+    first, _ = next(iter(train.batches(config.batch_size, shuffle=True, augment=True,
+                                       seed=config.seed)))
+    step.prime(model, first.to(device))
+    initial = indicators(model, searchable)
     history = qat_train(model, train, config, step, device, resume_path, desc="LIMPQ indicators",
-                        resume_tag=fingerprint(fp_model, searchable, candidates))
+                        resume_tag=fingerprint(fp_model, searchable, candidates),
+                        record_dead_steps=True)
     seconds = sum(s["seconds"] for s in history["steps"])  # summed over resumed sessions too
-    return IndicatorTraining(model, history, seconds, step.passes_per_step)
+    return IndicatorTraining(model, history, seconds, step.passes_per_step, initial)
 
 
 def indicators(model: nn.Module, searchable: list[str]) -> pd.DataFrame:
@@ -97,9 +113,10 @@ def indicators(model: nn.Module, searchable: list[str]) -> pd.DataFrame:
                 raise MpqbenchError(f"layer {name} has no multi-bit {kind} quantizer; train "
                                     "the indicators on a model from multibit_model")
             rows += [{"layer": name, "bits": b, "kind": kind,
-                      "indicator": float(quantizer.step(b).detach())}
+                      "indicator": float(quantizer.step(b).detach()),
+                      "at_bound": quantizer.per_bits[str(b)].at_bound()}
                      for b in quantizer.candidates]
-    return pd.DataFrame(rows, columns=["layer", "bits", "kind", "indicator"])
+    return pd.DataFrame(rows, columns=["layer", "bits", "kind", "indicator", "at_bound"])
 
 
 def repair(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,14 +1,19 @@
 """The quantization-aware training protocols: ``qat_lsq`` and ``qat_saq``.
 
 Both start from the FP checkpoint with a Policy applied through LSQ quantizers (one learned
-step per layer for weights and for inputs, LIMPQ's init and step clamp ``[1e-5, 1]``, normal
-BatchNorm kept), train on the same data, schedule and seed (``train.QatConfig``) and differ
-only in their training step: ``sgd`` for ``qat_lsq``, ``saq`` for ``qat_saq``.
+step per layer for weights and for inputs, LIMPQ's sigma init for weights, normal BatchNorm
+kept), train on the same data, schedule and seed (``train.QatConfig``) and differ only in
+their training step: ``sgd`` for ``qat_lsq``, ``saq`` for ``qat_saq``.
+
+Steps are used as ``|s|`` with no clamp (the authors' fine-tuning quantizers have none), the
+fixed W8A8 first and last layers keep their calibrated steps frozen, and training stops with
+an error as soon as a step is dead or the loss is not finite (``train.qat_train``).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,7 +23,7 @@ import torch.nn as nn
 from mpqbench.cost import Bits
 from mpqbench.data import Split
 from mpqbench.errors import MpqbenchError
-from mpqbench.quant.modules import quantize_model
+from mpqbench.quant.modules import freeze_steps, quantize_model
 from mpqbench.quant.policy import Policy
 from mpqbench.registry import Registry
 from mpqbench.train import TRAIN_STEPS, QatConfig, TrainStep, qat_train
@@ -27,7 +32,7 @@ QAT_PROTOCOLS: Registry[str] = Registry("QAT protocol")  # protocol -> training 
 QAT_PROTOCOLS.add("qat_lsq", "sgd")
 QAT_PROTOCOLS.add("qat_saq", "saq")
 
-LSQ_OPTIONS = {"lsq_per_channel": False, "step_range": (1e-5, 1.0), "weight_init": "sigma"}
+LSQ_OPTIONS = {"lsq_per_channel": False, "step_range": None, "weight_init": "sigma"}
 
 
 @dataclass
@@ -49,22 +54,26 @@ class QatResult:
         return sum(s["seconds"] for s in steps) / max(len(steps), 1)
 
 
-def qat_model(fp_model: nn.Module, bits: Bits | Policy, input_shape: tuple[int, ...]
-              ) -> nn.Module:
-    """A copy of the FP model with LSQ quantizers at ``bits`` (the QAT protocols' start)."""
-    return quantize_model(fp_model, bits, input_shape, "lsq", "lsq", **LSQ_OPTIONS)
+def qat_model(fp_model: nn.Module, bits: Bits | Policy, input_shape: tuple[int, ...],
+              frozen: Iterable[str] = ()) -> nn.Module:
+    """A copy of the FP model with LSQ quantizers at ``bits`` (the QAT protocols' start);
+    the steps of the ``frozen`` layers (the fixed first and last layers) are not trained."""
+    model = quantize_model(fp_model, bits, input_shape, "lsq", "lsq", **LSQ_OPTIONS)
+    freeze_steps(model, frozen)
+    return model
 
 
 def run_qat(
     protocol: str, fp_model: nn.Module, bits: Bits | Policy, train: Split,
     input_shape: tuple[int, ...], config: QatConfig, device: torch.device | str = "cpu",
     step_options: dict[str, Any] | None = None, resume_path: str | None = None,
-    desc: str | None = None,
+    desc: str | None = None, frozen: Iterable[str] = (),
 ) -> QatResult:
     """Fine-tune ``fp_model`` under ``bits`` with ``protocol`` (``qat_lsq`` or ``qat_saq``).
 
-    ``step_options`` go to the step (SAQ: ``rho``, ``case``, ``every``, ``probability``);
-    the step's seed is the config's.
+    ``step_options`` go to the step (SAQ: ``rho``, ``case``, ``every``, ``probability``,
+    ``perturb_space``, ``perturb_steps``); the step's seed is the config's. ``frozen``: layers
+    whose steps stay at their calibrated init (the fixed first and last layers).
     """
     step_name = QAT_PROTOCOLS.get(protocol)
     try:
@@ -72,9 +81,10 @@ def run_qat(
                                           **({"seed": config.seed} if step_name == "saq" else {}))
     except TypeError as exc:
         raise MpqbenchError(f"{protocol}: bad step options {step_options} ({exc}); qat_lsq "
-                            "takes none, qat_saq takes rho, case, every, probability") from exc
-    model = qat_model(fp_model, bits, input_shape)
-    tag = fingerprint(fp_model, bits, protocol, step_options)
+                            "takes none, qat_saq takes rho, case, every, probability, "
+                            "perturb_space, perturb_steps") from exc
+    model = qat_model(fp_model, bits, input_shape, frozen)
+    tag = fingerprint(fp_model, bits, protocol, step_options, sorted(frozen))
     history = qat_train(model, train, config, step, device, resume_path, desc=desc or protocol,
                         resume_tag=tag)
     return QatResult(model, history, step)
@@ -122,7 +132,7 @@ def qat_policy_run(
 
     resume = f"{resume_dir}/{run_id}.pt" if resume_dir else None
     qat = run_qat(protocol, model, bits, splits.train, splits.input_shape, config, device,
-                  step_options, resume, desc=run_id)
+                  step_options, resume, desc=run_id, frozen=fixed)
     eval_cfg = settings["eval"]
     result = evaluate(qat.model, splits.test, eval_cfg["batch_size"], device,
                       eval_cfg.get("max_images"), desc=f"{run_id} test")

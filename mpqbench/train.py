@@ -1,4 +1,4 @@
-"""Training loops: adapting the FP model to the dataset (SGD, one-cycle) and QAT.
+"""Quantization-aware training.
 
 QAT runs one loop, ``qat_train``, with an interchangeable ``TrainStep`` (registry
 ``TRAIN_STEPS``): ``sgd`` (plain LSQ QAT), ``saq`` (sharpness-aware, Liu, Cai, Zhuang) and
@@ -8,6 +8,7 @@ only in their step.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -15,103 +16,14 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from mpqbench import distributed
 from mpqbench.data import Split
 from mpqbench.errors import MpqbenchError
+from mpqbench.quant.modules import dead_steps, quant_layers
+from mpqbench.quant.multibit import set_bits
 from mpqbench.registry import Registry
 from mpqbench.runtime import progress
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """SGD with a one-cycle schedule; ``max_batches_per_epoch`` shortens epochs (smoke runs)."""
-
-    epochs: int
-    batch_size: int = 128
-    lr_max: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    max_batches_per_epoch: int | None = None
-    seed: int = 0
-
-
-def finetune(
-    model: nn.Module,
-    train: Split,
-    config: FinetuneConfig,
-    device: torch.device | str = "cpu",
-    resume_path: str | Path | None = None,
-) -> list[dict]:
-    """Fine-tune in place with pad-crop and flip augmentation; returns one dict per epoch.
-
-    With ``resume_path``, the state after every epoch is saved there and an interrupted run
-    resumes from it. Epoch ``e`` shuffles with seed ``seed + e``, so a resumed run equals an
-    uninterrupted one.
-    """
-    if config.epochs <= 0:
-        return []
-    model.to(device).train()
-    steps = -(-len(train) // config.batch_size)
-    if config.max_batches_per_epoch is not None:
-        steps = min(steps, config.max_batches_per_epoch)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr_max, momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr_max, total_steps=config.epochs * steps
-    )
-    history: list[dict] = []
-    start_epoch = 0
-    resume_path = Path(resume_path) if resume_path else None
-    if resume_path is not None and resume_path.is_file():
-        saved = torch.load(resume_path, map_location="cpu", weights_only=True)
-        if saved.get("config") == asdict(config):
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            history, start_epoch = saved["history"], saved["epoch"]
-            print(f"resuming fine-tuning after epoch {start_epoch} from {resume_path}")
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        start = time.perf_counter()
-        batches = train.batches(
-            config.batch_size, shuffle=True, augment=True, seed=config.seed + epoch
-        )
-        limited = zip(range(steps), batches, strict=False)
-        bar = progress(limited, f"fine-tune epoch {epoch + 1}", total=steps)
-        for _, (x, y) in bar:
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-        history.append({
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / seen,
-            "train_top1": 100.0 * correct / seen,
-            "seconds": time.perf_counter() - start,
-            "images": seen,
-        })
-        if resume_path is not None:
-            resume_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = resume_path.with_suffix(".tmp")
-            torch.save({
-                "config": asdict(config), "epoch": epoch + 1, "history": history,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-            }, tmp)
-            tmp.replace(resume_path)
-    model.eval()
-    return history
-
 
 # --- Quantization-aware training: one loop, interchangeable steps -------------------------
 
@@ -122,7 +34,8 @@ class QatConfig:
 
     ``max_batches_per_epoch`` shortens epochs (quick and smoke profiles); ``grad_clip_value``
     clips every gradient element to ``[-v, v]`` before the optimizer step (LIMPQ: 1);
-    ``checkpoint_every``: steps between resume checkpoints. Quantizer steps get no weight decay.
+    ``checkpoint_every``: steps between resume checkpoints; ``step_weight_decay``: the weight
+    decay of the quantizer steps (ziplab/SAQ decays its clip values with the weights').
     """
 
     epochs: int
@@ -132,6 +45,7 @@ class QatConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
+    step_weight_decay: float = 0.0
     label_smoothing: float = 0.0
     grad_clip_value: float | None = None
     max_batches_per_epoch: int | None = None
@@ -251,14 +165,38 @@ class PlainStep(TrainStep):
         return {"loss": loss.item()}
 
 
-def qat_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: quantizer steps without weight decay, everything else with it."""
+def qat_parameter_groups(model: nn.Module, weight_decay: float,
+                         step_weight_decay: float = 0.0) -> list[dict]:
+    """Two groups: quantizer steps (``step_weight_decay``), everything else
+    (``weight_decay``)."""
     steps, others = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (steps if "quantizer." in name else others).append(param)
     return [{"params": others, "weight_decay": weight_decay},
-            {"params": steps, "weight_decay": 0.0}]
+            {"params": steps, "weight_decay": step_weight_decay}]
+
+
+def check_health(model: nn.Module, losses: dict[str, float], where: str,
+                 dead_step_seen: dict[str, int] | None = None, step: int = 0) -> None:
+    """Stop a run whose numbers went wrong silently: a loss that is not finite, or a learned
+    quantizer step at a bound (``quant.modules.dead_steps``: a step there passes no gradient
+    and never comes back, so the run would go on training a model it can no longer fix).
+    With ``dead_step_seen`` (LIMPQ's indicator training, where a step at the authors' clamp
+    is a finding about that indicator) dead steps are recorded there with the first step
+    they were seen at, instead of stopping the run."""
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        raise MpqbenchError(f"{where}: loss is not finite ({bad}); lower the learning rate or "
+                            "check the data")
+    dead = dead_steps(model)
+    if dead and dead_step_seen is not None:
+        for name in dead:
+            dead_step_seen.setdefault(name, step)
+    elif dead:
+        raise MpqbenchError(f"{where}: learned quantizer steps at a bound, no longer trained: "
+                            f"{', '.join(dead[:8])}{' ...' if len(dead) > 8 else ''}; lower "
+                            "the learning rate, or freeze these steps")
 
 
 def qat_train(
@@ -270,6 +208,7 @@ def qat_train(
     resume_path: str | Path | None = None,
     desc: str = "QAT",
     resume_tag: str = "",
+    record_dead_steps: bool = False,
 ) -> dict:
     """Train ``model`` in place with ``step``; returns ``{"epochs": [...], "steps": [...]}``.
 
@@ -281,21 +220,24 @@ def qat_train(
     resumes there, skipping the batches it has done, with the same result; a saved state
     whose config, step or ``resume_tag`` (e.g. a fingerprint of the start model and policy)
     differs is ignored, and the state is deleted when training completes.
-    """
-    from mpqbench import distributed
 
+    Every step is checked (``check_health``): a loss that is not finite or a learned step at a
+    bound stops the run with an error; with ``record_dead_steps`` dead steps are listed in
+    ``history["dead_steps"]`` (quantizer -> first step seen) instead.
+    """
     model.to(device).train()
     per_epoch = config.steps_per_epoch(len(train))
     if per_epoch == 0:
         raise MpqbenchError(f"{desc}: the training split is empty or max_batches_per_epoch is 0;"
                             " nothing to train on")
     total = max(config.epochs * per_epoch, 1)
-    optimizer = torch.optim.SGD(qat_parameter_groups(model, config.weight_decay), lr=config.lr,
+    optimizer = torch.optim.SGD(qat_parameter_groups(model, config.weight_decay,
+                                                     config.step_weight_decay), lr=config.lr,
                                 momentum=config.momentum, nesterov=config.nesterov)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total,
                                                            eta_min=config.lr_min)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    history: dict = {"epochs": [], "steps": []}
+    history: dict = {"epochs": [], "steps": [], "dead_steps": {}}
     done = 0
     resume_path = Path(resume_path) if resume_path else None
     if resume_path is not None and resume_path.is_file():
@@ -345,6 +287,8 @@ def qat_train(
             losses = step(model, x, y, optimizer, criterion, config.grad_clip_value)
             scheduler.step()
             done += 1
+            check_health(model, losses, f"{desc}, step {done}",
+                         history["dead_steps"] if record_dead_steps else None, done)
             history["steps"].append({"step": done, "epoch": epoch + 1, **losses,
                                      "seconds": time.perf_counter() - start})
             if hasattr(bar, "set_postfix"):
@@ -377,22 +321,44 @@ class SaqStep(TrainStep):
        gradient through the straight-through estimator.
 
     ``||g||`` is one norm over the weight gradients (case 3: at the quantized weights) and the
-    gradients of every other trained parameter (biases, BN affine parameters, quantizer
-    steps), which are perturbed in place by their own ``eps`` for the second pass and restored
-    bit for bit before the optimizer step, as are the BN running statistics the second pass
-    moved. ``every`` / ``probability``: a fresh perturbation every ``k`` steps or with
-    probability ``p``; other steps run one pass at the last perturbation (half the cost).
+    gradients of the other trained parameters (biases, BN affine parameters; the quantizer
+    steps only with ``perturb_steps``), which are perturbed in place by their own ``eps`` for
+    the second pass and restored bit for bit before the optimizer step. ``every`` /
+    ``probability``: a fresh perturbation every ``k`` steps or with probability ``p``; other
+    steps run one pass at the last perturbation (half the cost).
+
+    ``perturb_space``: ``weight_standardized`` (default) takes the weight part of the ascent
+    in the units of each layer's weight standardized per output channel, ``(w - mu) / sigma``,
+    as the authors' models do (ziplab/SAQ, ``models/LIQ_wn_qsam.py``: they quantize and
+    perturb the standardized tensor, whose elements are of order 1): the gradient is
+    ``sigma * dL/dw`` there, and the step ``eps`` moves the raw weight by ``sigma * eps``.
+    So ``rho`` means what the authors' ``rho`` means (0.4 on CIFAR W4A4). ``raw`` perturbs the
+    raw weights directly (about 1% of each layer's weight norm at rho 0.4 on ResNet-20,
+    against the authors' 0.03%). ``perturb_steps``: perturb the quantizer steps too (the
+    authors do not: ``include_wclip=False``). ``bn_stats``: ``both`` lets both passes update
+    the BN running statistics (the authors), ``first`` restores them after the second pass.
     """
 
+    SPACES = ("weight_standardized", "raw")
+
     def __init__(self, rho: float = 0.4, case: int = 3, every: int = 1,
-                 probability: float | None = None, seed: int = 0) -> None:
+                 probability: float | None = None, seed: int = 0,
+                 perturb_space: str = "weight_standardized", perturb_steps: bool = False,
+                 bn_stats: str = "both") -> None:
         super().__init__()
         if case not in (1, 2, 3):
             raise MpqbenchError(f"SAQ case must be 1, 2 or 3, got {case!r}")
         if rho < 0 or every < 1 or (probability is not None and not 0 < probability <= 1):
             raise MpqbenchError(f"SAQ needs rho >= 0, every >= 1 and 0 < probability <= 1 "
                                 f"(got rho={rho}, every={every}, probability={probability})")
+        if perturb_space not in self.SPACES:
+            raise MpqbenchError(f"SAQ perturb_space must be one of {', '.join(self.SPACES)}, "
+                                f"got {perturb_space!r}")
+        if bn_stats not in ("both", "first"):
+            raise MpqbenchError(f"SAQ bn_stats must be 'both' or 'first', got {bn_stats!r}")
         self.rho, self.case, self.every, self.probability = rho, case, every, probability
+        self.perturb_space, self.perturb_steps, self.bn_stats = (perturb_space, perturb_steps,
+                                                                 bn_stats)
         self.generator = torch.Generator().manual_seed(seed)
         self.calls = 0
         self.refreshes = 0
@@ -400,14 +366,22 @@ class SaqStep(TrainStep):
         self.eps_others: dict[str, torch.Tensor] | None = None
 
     def setup(self, model: nn.Module, forward: nn.Module | None = None) -> None:
-        from mpqbench.quant.modules import quant_layers
-
         super().setup(model, forward)
         self.layers = [(n, m) for n, m in quant_layers(model) if m.weight_quantizer is not None]
         latent = {id(m.weight) for _, m in self.layers}
         self.others = [(n, p) for n, p in model.named_parameters()
-                       if p.requires_grad and id(p) not in latent]
+                       if p.requires_grad and id(p) not in latent
+                       and (self.perturb_steps or "quantizer." not in n)]
         self.norms = _batch_norms(model)
+
+    def _weight_scale(self, module: nn.Module) -> torch.Tensor | None:
+        """sigma per output channel (shape broadcastable to the weight) in the
+        weight-standardized space, None in the raw space."""
+        if self.perturb_space == "raw":
+            return None
+        w = module.weight.detach()
+        sigma = w.reshape(w.shape[0], -1).std(dim=1).clamp(min=1e-12)
+        return sigma.reshape(-1, *([1] * (w.dim() - 1)))
 
     def _due(self) -> bool:
         if self.eps_weights is None:
@@ -428,18 +402,22 @@ class SaqStep(TrainStep):
             weight_grads = {n: (m.weight_delta if at_quantized else m.weight).grad
                             for n, m in self.layers}
             if at_quantized:  # not parameters: DDP did not average these gradients
-                from mpqbench import distributed
-
                 distributed.average_([g for g in weight_grads.values() if g is not None])
         finally:
             for _, m in self.layers:
                 m.weight_delta = None
+        sigmas = {n: self._weight_scale(m) for n, m in self.layers}
+        # the ascent direction in the chosen space: dL/d(w / sigma) = sigma * dL/dw
+        weight_grads = {n: (g if g is None or sigmas[n] is None else g * sigmas[n])
+                        for n, g in weight_grads.items()}
         other_grads = {n: p.grad for n, p in self.others}
         grads = {k: g for k, g in (weight_grads | other_grads).items() if g is not None}
         norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads.values())).float()
         scale = self.rho / (norm + 1e-12)
         zero = {n: torch.zeros_like(m.weight) for n, m in self.layers}
-        self.eps_weights = {n: (g * scale if g is not None else zero[n])
+        # eps in the chosen space, mapped back to raw weight units (times sigma)
+        self.eps_weights = {n: (zero[n] if g is None else g * scale if sigmas[n] is None
+                                else g * scale * sigmas[n])
                             for n, g in weight_grads.items()}
         self.eps_others = {n: (g * scale if g is not None else torch.zeros_like(p))
                            for (n, p), g in zip(self.others, other_grads.values(), strict=True)}
@@ -482,7 +460,8 @@ class SaqStep(TrainStep):
         if refresh:
             losses["loss_at_q"] = self.perturbation(model, x, y, criterion).item()
             optimizer.zero_grad(set_to_none=True)
-        loss = self.perturbed_pass(model, x, y, criterion, keep_bn_stats=refresh)
+        loss = self.perturbed_pass(model, x, y, criterion,
+                                   keep_bn_stats=refresh and self.bn_stats == "first")
         self.calls += 1
         _clip_and_step(model, optimizer, clip_value)
         return {"loss": loss.item(), **losses, "refreshed": float(refresh)}
@@ -520,8 +499,6 @@ class JointIndicatorStep(TrainStep):
 
     @torch.no_grad()
     def prime(self, model: nn.Module, x: torch.Tensor) -> None:
-        from mpqbench.quant.multibit import set_bits
-
         for b in reversed(self.candidates):
             set_bits(model, dict.fromkeys(self.layers, b))
             _forward_keeping_bn_stats(model, x)
@@ -532,8 +509,6 @@ class JointIndicatorStep(TrainStep):
                                                              strict=True)}
 
     def __call__(self, model, x, y, optimizer, criterion, clip_value=None):
-        from mpqbench.quant.multibit import set_bits
-
         optimizer.zero_grad(set_to_none=True)
         losses = {}
         for b in reversed(self.candidates):

@@ -41,6 +41,8 @@ from mpqbench.mixed import budget_label, interpolated_budget, mixed_ptq_run, uni
 from mpqbench.report import accuracy_vs_size, policy_bits, sensitivity_heatmaps
 from mpqbench.results import load_runs, save_run
 from mpqbench.sensitivity import calibration_context, compute, metric_options, restrict_table
+from mpqbench.sensitivity.hessian_trace import trace_report
+from mpqbench.verdict import allocator_verdicts
 
 setup = method_setup("first_order_ptq", model_name, profile, params_file)
 settings, cfg, model, splits, device = (setup.settings, setup.cfg, setup.model, setup.splits,
@@ -58,11 +60,15 @@ tables = {metric: compute(metric, ctx, **metric_options(settings, cfg, metric))
           for metric in cfg["metrics"]}
 cost = pd.DataFrame({m: t.cost() for m, t in tables.items()}).T
 cost["seconds / first_order"] = cost.seconds / cost.loc["first_order", "seconds"]
-hessian = tables["hessian_trace"].extra
-relative_error = pd.Series(hessian["trace_stderr"]) / pd.Series(hessian["trace"]).abs()
-print(f"Hutchinson: {hessian['iterations']} samples; relative standard error of the layer "
-      f"traces: median {relative_error.median():.3f}, max {relative_error.max():.3f}")
 cost
+
+# %% [markdown]
+# Hutchinson's per-layer traces: each layer sampled until its standard error is at most
+# `rel_se` of its trace; a trace not significantly above zero is floored at 1.96 standard
+# errors (what the scores use) and flagged, a layer that hit the sample cap is flagged.
+
+# %%
+trace_report(tables["hessian_trace"].extra)
 
 # %%
 sensitivity_heatmaps(tables, searchable)
@@ -138,3 +144,15 @@ for kind in v3["kinds"]:
         v3_rows.append({"kind": kind, "r": r, **record.cost, **record.accuracy})
 pd.DataFrame(v3_rows)[["kind", "r", "size_mib", "bitops_g", "mean_w_bits", "mean_a_bits", "top1",
                        "drop"]].round(3)
+
+# %% [markdown]
+# ## Verdict on the paper's claim
+# Chauhan et al.: first-order sensitivity allocates as well as the Hessian trace (HAWQ) and
+# the Fisher trace (FIT) at a fraction of the cost. Same budget, rounding and calibration
+# images for every allocator; see `mpqbench/verdict.py` for the interval.
+
+# %%
+for v in allocator_verdicts(results, "first_order", ["hessian_trace", "fisher_fit"], fp.images):
+    print(v.text())
+print(f"sensitivity cost: first_order {cost.loc['first_order', 'seconds']:.1f} s, "
+      f"hessian_trace {cost.loc['hessian_trace', 'seconds']:.1f} s")

@@ -19,7 +19,11 @@
 # case 2 perturbs the latent weights before quantizing (rounding swallows small `eps`).
 # SAQ is a training protocol, not an allocator: `qat_saq` against `qat_lsq` (plain SGD QAT)
 # with the same data, schedule, seed and LSQ quantizer; only the training step differs.
-# The first conv and the classifier are W8A8 (method card 6).
+# The first conv and the classifier are W8A8 (method card 6), their steps frozen at their
+# calibrated values. `rho` is in the authors' units (`perturb_space: weight_standardized`:
+# each layer's weight ascent taken in its per-channel standardized units, as in the
+# authors' weight-standardized models), quantizer steps are not perturbed, and BN running
+# statistics move in both passes, as in ziplab/SAQ.
 
 # %% tags=["parameters"]
 model_name = "resnet20"
@@ -38,14 +42,24 @@ from mpqbench.qat import qat_config, qat_policy_run
 from mpqbench.quant.policy import validate_policy
 from mpqbench.results import find_model_run, save_run
 from mpqbench.search import uniform_bits
+from mpqbench.verdict import saq_verdicts
 
 setup = method_setup("saq", model_name, profile, params_file)
 settings, cfg, model, splits, device = (setup.settings, setup.cfg, setup.model, setup.splits,
                                         setup.device)
 layers, fixed, fp = setup.layers, setup.fixed, setup.fp
 config = qat_config(settings)
+space = cfg["perturb_space"]
 print(f"{model_name} on {splits.variant}: FP top-1 {fp.top1:.2f}%; {config.epochs} epoch(s) of "
-      f"{config.steps_per_epoch(len(splits.train))} steps, lr {config.lr}, rho {cfg['rho']}")
+      f"{config.steps_per_epoch(len(splits.train))} steps, lr {config.lr}, rho {cfg['rho']} "
+      f"in the {space} space")
+
+
+def saq(rho: float, case: int = 3, **more) -> dict:
+    """SAQ step options: this notebook's perturbation space, the given rho and case."""
+    return {"rho": rho, "case": case, "perturb_space": space, **more}
+
+
 # a sharper start shows in the loss at the perturbed point: compare loss and loss_at_q below
 rows, curves = [], {}
 
@@ -71,28 +85,29 @@ for wa in cfg["configs"]:
     w, a = parse_wa(wa)
     bits = uniform_bits(layers, w, a, fixed)
     train_and_save(f"{wa}-qat_lsq", bits, "qat_lsq", solver="uniform", extra={"config": wa})
-    train_and_save(f"{wa}-qat_saq", bits, "qat_saq", {"rho": cfg["rho"], "case": 3},
+    train_and_save(f"{wa}-qat_saq", bits, "qat_saq", saq(cfg["rho"]),
                    solver="uniform", extra={"config": wa, "case": 3})
 
 # %% [markdown]
 # ## rho, the three cases, and the efficiency schedule, at one width
-# SAQ (case 3) at smaller `rho`; then cases 1 and 2 and a fresh perturbation every k steps,
-# all at `cases_rho` (compare with the SAQ run at the same `rho` in the sweep).
+# SAQ (case 3) at other values of `rho` (same space as above); then cases 1 and 2 and a
+# fresh perturbation every k steps, all at `cases_rho` (compare with the SAQ run at that
+# `rho`).
 
 # %%
 w, a = parse_wa(cfg["cases_at"])
 bits = uniform_bits(layers, w, a, fixed)
 for rho in cfg["rho_sweep"]:
     train_and_save(f"{cfg['cases_at']}-qat_saq-rho{rho:g}", bits, "qat_saq",
-                   {"rho": rho, "case": 3}, solver="uniform",
+                   saq(rho), solver="uniform",
                    extra={"config": cfg["cases_at"], "case": 3})
 for case in (c for c in cfg["cases"] if c != 3):
     train_and_save(f"{cfg['cases_at']}-qat_saq-case{case}-rho{cfg['cases_rho']:g}", bits,
-                   "qat_saq", {"rho": cfg["cases_rho"], "case": case}, solver="uniform",
+                   "qat_saq", saq(cfg["cases_rho"], case), solver="uniform",
                    extra={"config": cfg["cases_at"], "case": case})
 for every in cfg["every"]:
     train_and_save(f"{cfg['cases_at']}-qat_saq-every{every}-rho{cfg['cases_rho']:g}", bits,
-                   "qat_saq", {"rho": cfg["cases_rho"], "case": 3, "every": every},
+                   "qat_saq", saq(cfg["cases_rho"], every=every),
                    solver="uniform", extra={"config": cfg["cases_at"], "case": 3,
                                             "every": every})
 
@@ -108,7 +123,7 @@ if found is not None:
     meta = {"solver": found.solver, "metric": found.metric, "budget": found.budget,
             "extra": {"policy_from": found.run_id}}
     for protocol, options in (("qat_lsq", None),
-                              ("qat_saq", {"rho": cfg["rho_mixed"], "case": 3})):
+                              ("qat_saq", saq(cfg["rho_mixed"]))):
         train_and_save(f"mixed-{protocol}", mixed, protocol, options, **meta)
     print(f"mixed policy from {found.run_id}: {found.cost['bitops_g']:.4f} GBitOps")
 else:
@@ -147,3 +162,13 @@ ax.set_ylabel("training loss at Q(w) (10-step mean)")
 ax.set_title(f"loss curves at {cfg['cases_at']}")
 ax.legend(fontsize=8)
 plt.show()
+
+# %% [markdown]
+# ## Verdict on the paper's claim
+# SAQ claims better accuracy than plain QAT at the same width and schedule. Each verdict
+# compares the two runs on the same test images; see `mpqbench/verdict.py` for the interval.
+
+# %%
+verdicts = saq_verdicts(results, splits_images=fp.images)
+for v in verdicts:
+    print(v.text())

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from mpqbench.data import TensorSplit
 from mpqbench.errors import MpqbenchError
 from mpqbench.qat import qat_model, run_qat
-from mpqbench.quant.modules import quant_layers
-from mpqbench.quant.quantizers import lsq_gradient_scale, lsq_quantize
+from mpqbench.quant.modules import LsqQuantizer, quant_layers
+from mpqbench.quant.quantizers import QuantScheme, lsq_gradient_scale, lsq_quantize
 from mpqbench.train import PlainStep, QatConfig, SaqStep, qat_parameter_groups, qat_train
 
 BITS = {"0": (4, 4), "3": (4, 4)}
@@ -43,8 +43,10 @@ class Recorder(torch.optim.Optimizer):
                           for n, p in self.named})
 
 
-def _hand_saq(model: nn.Module, x, y, rho: float):
-    """SAQ (case 3) written out: the parameter gradients the optimizer must receive."""
+def _hand_saq(model: nn.Module, x, y, rho: float, standardized: bool, with_steps: bool):
+    """SAQ (case 3) written out: the parameter gradients the optimizer must receive.
+    ``standardized``: the weight ascent in units of w / sigma (sigma: per-output-row std);
+    ``with_steps``: the quantizer steps are perturbed too."""
     first, bn, last = model[0], model[2], model[3]
     w1, w2 = first.weight.detach(), last.weight.detach()
     names = ["b1", "b2", "gamma", "beta", "s_w1", "s_w2", "s_a2"]
@@ -54,12 +56,11 @@ def _hand_saq(model: nn.Module, x, y, rho: float):
     vals = {k: v.detach().clone() for k, v in vals.items()}
 
     def forward(p, lat1, lat2, d1, d2):
-        def qw(w, s):  # per-tensor signed 4-bit LSQ, step clamped to [1e-5, 1]
-            return lsq_quantize(w, s.clamp(1e-5, 1.0), -8, 7, None,
-                                lsq_gradient_scale(w.numel(), 7))
+        def qw(w, s):  # per-tensor signed 4-bit LSQ on |step|
+            return lsq_quantize(w, s.abs(), -8, 7, None, lsq_gradient_scale(w.numel(), 7))
         h = F.linear(x, qw(lat1, p["s_w1"]) + d1, p["b1"])
         h = F.batch_norm(F.relu(h), None, None, p["gamma"], p["beta"], training=True)
-        h = lsq_quantize(h, p["s_a2"].clamp(1e-5, 1.0), 0, 15, None,
+        h = lsq_quantize(h, p["s_a2"].abs(), 0, 15, None,
                          lsq_gradient_scale(h.numel(), 15))
         return F.cross_entropy(F.linear(h, qw(lat2, p["s_w2"]) + d2, p["b2"]), y)
 
@@ -67,9 +68,19 @@ def _hand_saq(model: nn.Module, x, y, rho: float):
     p = {k: v.clone().requires_grad_() for k, v in vals.items()}
     d1 = torch.zeros_like(w1, requires_grad=True)
     d2 = torch.zeros_like(w2, requires_grad=True)
-    grads = torch.autograd.grad(forward(p, w1, w2, d1, d2), [d1, d2] + [p[n] for n in names])
-    norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).float()
+    grads = list(torch.autograd.grad(forward(p, w1, w2, d1, d2),
+                                     [d1, d2] + [p[n] for n in names]))
+    sigmas = [w.std(dim=1, keepdim=True) if standardized else torch.ones(())
+              for w in (w1, w2)]
+    grads[0], grads[1] = grads[0] * sigmas[0], grads[1] * sigmas[1]
+    perturbed = [g for g, n in zip(grads, ["w1", "w2"] + names, strict=True)
+                 if with_steps or not n.startswith("s_")]
+    norm = torch.sqrt(sum((g.double() ** 2).sum() for g in perturbed)).float()
     eps = [rho * g / (norm + 1e-12) for g in grads]
+    eps[0], eps[1] = eps[0] * sigmas[0], eps[1] * sigmas[1]
+    if not with_steps:
+        eps = [torch.zeros_like(e) if n.startswith("s_") else e
+               for e, n in zip(eps, ["w1", "w2"] + names, strict=True)]
     # pass 2: eps added after quantization (weights) and to the others; gradient to latent w
     p2 = {n: (vals[n] + e).requires_grad_() for n, e in zip(names, eps[2:], strict=True)}
     lat1, lat2 = w1.clone().requires_grad_(), w2.clone().requires_grad_()
@@ -78,13 +89,16 @@ def _hand_saq(model: nn.Module, x, y, rho: float):
     return dict(zip(["w1", "w2"] + names, grads2, strict=True))
 
 
-def test_one_saq_step_equals_the_hand_written_computation():
+@pytest.mark.parametrize("space,with_steps", [("raw", True), ("weight_standardized", False),
+                                              ("weight_standardized", True)])
+def test_one_saq_step_equals_the_hand_written_computation(space, with_steps):
     model = _tiny_quantized()
     x, y = _batch()
     model(x)  # initializes the activation step, as the first training forward would
-    expected = _hand_saq(model, x, y, rho=0.3)
+    expected = _hand_saq(model, x, y, rho=0.3, standardized=space != "raw",
+                         with_steps=with_steps)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    step = SaqStep(rho=0.3, case=3)
+    step = SaqStep(rho=0.3, case=3, perturb_space=space, perturb_steps=with_steps)
     step.setup(model)
     opt = Recorder(model.named_parameters())
     step(model, x, y, opt, nn.CrossEntropyLoss())
@@ -114,7 +128,7 @@ def test_every_case_restores_all_but_the_latent_weights_bit_for_bit(case):
     # BN statistics after one plain forward on the batch: what the step must leave
     reference = copy.deepcopy(model)
     reference(x)
-    step = SaqStep(rho=0.5, case=case)
+    step = SaqStep(rho=0.5, case=case, perturb_steps=True, bn_stats="first")
     step.setup(model)
     opt = Recorder(model.named_parameters())
     step(model, x, y, opt, nn.CrossEntropyLoss())
@@ -124,6 +138,23 @@ def test_every_case_restores_all_but_the_latent_weights_bit_for_bit(case):
     for key in ("2.running_mean", "2.running_var", "2.num_batches_tracked"):
         assert torch.equal(model.state_dict()[key], reference.state_dict()[key]), key
     assert all(m.weight_delta is None for _, m in quant_layers(model))
+
+
+def test_authors_bn_statistics_move_in_both_passes():
+    """bn_stats='both' (the authors): the second, perturbed pass updates the running
+    statistics too, so they differ from one plain forward's and count two batches."""
+    model = _tiny_quantized()
+    x, y = _batch()
+    model(x)
+    reference = copy.deepcopy(model)
+    reference(x)
+    step = SaqStep(rho=0.5)
+    step.setup(model)
+    step(model, x, y, Recorder(model.named_parameters()), nn.CrossEntropyLoss())
+    tracked = model.state_dict()["2.num_batches_tracked"]
+    assert tracked == reference.state_dict()["2.num_batches_tracked"] + 1
+    assert not torch.equal(model.state_dict()["2.running_mean"],
+                           reference.state_dict()["2.running_mean"])
 
 
 def test_case_2_with_a_sub_boundary_perturbation_keeps_the_quantized_weights():
@@ -166,7 +197,7 @@ def test_case_2_with_a_sub_boundary_perturbation_keeps_the_quantized_weights():
 def test_rho_zero_is_plain_qat_exactly():
     torch.manual_seed(3)
     plain, saq = _tiny_quantized(), _tiny_quantized()
-    for model, step in ((plain, PlainStep()), (saq, SaqStep(rho=0.0))):
+    for model, step in ((plain, PlainStep()), (saq, SaqStep(rho=0.0, bn_stats="first"))):
         step.setup(model)
         opt = torch.optim.SGD(qat_parameter_groups(model, 1e-4), lr=0.05, momentum=0.9,
                               nesterov=True)
@@ -294,3 +325,83 @@ def test_loss_curve_keeps_at_most_the_asked_points_and_the_first_step():
     assert len(curve) == 412 and curve[0]["step"] == 1 and curve[1]["step"] == 4
     short = loss_curve({"steps": history["steps"][:10]})
     assert [c["step"] for c in short] == list(range(1, 11)) and short[2]["loss"] == 0.33333
+
+
+def _classifier_step(step_range, positive):
+    """An 8-bit per-tensor weight quantizer on classifier-like weights (64 x 10), its step
+    at the 0.013 that ResNet-20's classifier starts from."""
+    torch.manual_seed(4)
+    w = torch.randn(10, 64) * 0.5
+    q = LsqQuantizer(QuantScheme(8, signed=True, symmetric=True), step_range=step_range,
+                     positive=positive)
+    q.init_from(w)
+    with torch.no_grad():
+        q.step.fill_(0.013)
+    return q, w
+
+
+def _sgd_on_step(q, w, steps, lr=0.01):
+    """SGD (momentum 0.9) on the step alone, for a loss that wants Q(w) to reproduce w."""
+    opt = torch.optim.SGD([q.step], lr=lr, momentum=0.9)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.mse_loss(q(w), w, reduction="sum").backward()
+        opt.step()
+    return q.step.grad
+
+
+def test_a_step_pushed_below_zero_dies_under_a_forward_clamp_but_not_as_abs():
+    """The collapse of issue 14: an SGD step overshoots the 8-bit classifier step through zero
+    (0.013 - 0.015). Under the old forward clamp [1e-5, 1] the step then gets no gradient and
+    never comes back, however long the loss asks for it; as |s| it keeps a live gradient and
+    recovers to the step the loss wants."""
+    results = {}
+    for name, step_range in (("clamp", (1e-5, 1.0)), ("abs", None)):
+        q, w = _classifier_step(step_range, name)
+        with torch.no_grad():
+            q.step.sub_(0.015)  # the overshoot
+        assert q.at_bound() == (name == "clamp")  # dead_steps reports the clamped one
+        grad = _sgd_on_step(q, w, steps=30)
+        results[name] = (q.step.detach().abs().item(), grad.abs().item())
+    assert results["clamp"][1] == 0.0 and results["clamp"][0] == pytest.approx(0.002)
+    assert results["abs"][1] > 0.0 and results["abs"][0] > 0.005
+
+
+def test_qat_stops_with_an_error_when_a_step_dies_or_the_loss_is_not_finite():
+    data = _conv_data()
+    bits = {"0": (8, 8), "3": (3, 3), "8": (8, 8)}
+    fp = _conv_fp()
+
+    class Killer(PlainStep):  # an update that drives layer 3's weight step to zero
+        def __call__(self, model, x, y, optimizer, criterion, clip_value=None):
+            out = super().__call__(model, x, y, optimizer, criterion, clip_value)
+            with torch.no_grad():
+                model.get_submodule("3").weight_quantizer.step.zero_()
+            return out
+
+    model = qat_model(fp, bits, (3, 8, 8))
+    with pytest.raises(MpqbenchError, match=r"step 1: learned quantizer steps at a bound.*"
+                                            r"3\.weight_quantizer"):
+        qat_train(model, data, QatConfig(epochs=1, batch_size=8), Killer())
+
+    class NanLoss(PlainStep):
+        def __call__(self, model, x, y, optimizer, criterion, clip_value=None):
+            return {"loss": float("nan")}
+
+    with pytest.raises(MpqbenchError, match="loss is not finite"):
+        qat_train(qat_model(fp, bits, (3, 8, 8)), data, QatConfig(epochs=1, batch_size=8),
+                  NanLoss())
+
+
+def test_fixed_layers_keep_their_calibrated_steps_frozen():
+    bits = {"0": (8, 8), "3": (3, 3), "8": (8, 8)}
+    result = run_qat("qat_lsq", _conv_fp(), bits, _conv_data(), (3, 8, 8),
+                     QatConfig(epochs=1, batch_size=8, lr=0.05), frozen=["0", "8"])
+    start = qat_model(_conv_fp(), bits, (3, 8, 8), frozen=["0", "8"])
+    for name in ("0", "8"):
+        trained = result.model.get_submodule(name).weight_quantizer.step
+        assert not trained.requires_grad
+        assert torch.equal(trained, start.get_submodule(name).weight_quantizer.step)
+    searched = result.model.get_submodule("3").weight_quantizer.step
+    assert searched.requires_grad
+    assert not torch.equal(searched, start.get_submodule("3").weight_quantizer.step)

@@ -40,24 +40,63 @@ def test_per_sample_squared_gradients_equal_a_loop_of_single_backward_passes():
         per_sample_gradient_stats(model, layers, [(x, y)], labels="soft")
 
 
-def test_hutchinson_matches_the_exact_hessian_trace_within_its_spread():
+def _exact_trace(model, name, x, y):
+    w0 = model.get_submodule(name).weight.detach().clone()
+
+    def loss(w):
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        params[f"{name}.weight"] = w
+        return F.cross_entropy(torch.func.functional_call(model, params, (x,)), y)
+
+    return torch.autograd.functional.hessian(loss, w0).reshape(w0.numel(), -1).trace().item()
+
+
+@pytest.mark.parametrize("probes", ["per_layer", "joint"])
+def test_hutchinson_matches_the_exact_hessian_trace_within_its_spread(probes):
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 3)).double()
     x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))
-    estimate, stderr, iters = hutchinson_traces(model, ["0", "2"], [(x[:10], y[:10]),
-                                                (x[10:], y[10:])], max_iters=3000, tol=0.0)
-    assert iters == 3000
+    est = hutchinson_traces(model, ["0", "2"], [(x[:10], y[:10]), (x[10:], y[10:])],
+                            max_iters=2000, rel_se=0.0, probes=probes)
+    assert est.samples == {"0": 2000, "2": 2000}
+    assert est.converged == {"0": False, "2": False}  # rel_se 0 is never reached
     for name in ("0", "2"):
-        w0 = model.get_submodule(name).weight.detach().clone()
+        exact = _exact_trace(model, name, x, y)
+        assert abs(est.mean[name] - exact) <= 4 * est.stderr[name]
+        assert est.stderr[name] < 0.2 * abs(exact)
 
-        def loss(w, name=name):
-            params = {k: v.detach() for k, v in model.named_parameters()}
-            params[f"{name}.weight"] = w
-            return F.cross_entropy(torch.func.functional_call(model, params, (x,)), y)
 
-        exact = torch.autograd.functional.hessian(loss, w0).reshape(w0.numel(), -1).trace()
-        assert abs(estimate[name] - exact.item()) <= 4 * stderr[name]
-        assert stderr[name] < 0.2 * abs(exact.item())
+def test_hutchinson_stops_each_layer_at_its_relative_standard_error():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 3)).double()
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))
+    est = hutchinson_traces(model, ["0", "2"], [(x, y)], max_iters=3000, rel_se=0.05,
+                            min_iters=8)
+    for name in ("0", "2"):
+        assert est.converged[name] and 8 <= est.samples[name] < 3000
+        assert est.stderr[name] <= 0.05 * abs(est.mean[name])
+        # stopped at the first sample count that met the target, not later
+        assert abs(est.mean[name] - _exact_trace(model, name, x, y)) <= 4 * est.stderr[name]
+    assert est.samples["0"] != est.samples["2"]  # each layer on its own schedule
+
+
+def test_a_trace_indistinguishable_from_zero_is_floored_and_flagged():
+    from mpqbench.sensitivity.hessian_trace import TraceEstimate
+
+    est = TraceEstimate(mean={"a": 5.0, "b": -9.6, "c": 0.5}, stderr={"a": 0.2, "b": 16.7,
+                        "c": 1.0}, samples={"a": 20, "b": 15, "c": 15},
+                        converged={"a": True, "b": False, "c": False})
+    used, floored = est.floored()
+    assert used["a"] == 5.0
+    assert floored == ["b", "c"]
+    assert used["b"] == pytest.approx(1.96 * 16.7) and used["c"] == pytest.approx(1.96)
+
+
+def test_unknown_probes_is_a_clear_error():
+    model = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(MpqbenchError, match="unknown Hutchinson probes 'single'"):
+        hutchinson_traces(model, ["0"], [(torch.randn(2, 4), torch.tensor([0, 1]))],
+                          probes="single")
 
 
 class _TwoHeads(nn.Module):

@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 
 from mpqbench.data import TensorSplit
-from mpqbench.train import FinetuneConfig, finetune
+from mpqbench.finetune import FinetuneConfig, finetune
 
 
 def _tiny():

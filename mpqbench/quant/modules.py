@@ -36,6 +36,9 @@ from mpqbench.quant.quantizers import (
 from mpqbench.registry import Registry
 
 FP_BITS = 32
+# a learned step at or below this is dead: every weight it quantizes rounds to ~0 (units of the
+# tensor it quantizes)
+MIN_LIVE_STEP = 1e-6
 QuantizerFactory = Callable[..., nn.Module]
 QUANTIZERS: Registry[QuantizerFactory] = Registry("quantizer")
 
@@ -106,16 +109,26 @@ class StaticQuantizer(nn.Module):
 class LsqQuantizer(nn.Module):
     """A learned step (Esser et al. 2020), initialized from the first tensor it sees.
 
-    ``step_range``: the step is clamped to ``[lo, hi]`` in the forward pass (LIMPQ uses
-    ``[1e-5, 1]``); ``init``: ``lsq`` (``2 mean|x| / sqrt(Q_P)``) or ``sigma`` (LIMPQ's
+    ``positive``: how the step is kept positive. ``abs`` (default): the forward pass uses
+    ``|step|``, identical to LSQ while the step is positive, and a step that an SGD update
+    pushes through zero stays positive with a live gradient. ``clamp``: the raw step clamped
+    to ``step_range`` (LIMPQ's indicator training, ``[1e-5, 1]``, as the authors' code); a
+    step an update pushes below the bound gets no gradient there and never comes back (the
+    collapse of issue 14), which ``dead_steps`` reports. With ``abs`` a ``step_range``
+    clamps ``|step|``. ``init``: ``lsq`` (``2 mean|x| / sqrt(Q_P)``) or ``sigma`` (LIMPQ's
     weight init, ``max(|mu - 3 sigma|, |mu + 3 sigma|) / 2^(b-1)``).
     """
 
     def __init__(self, scheme: QuantScheme, channels: int | None = None,
-                 step_range: tuple[float, float] | None = None, init: str = "lsq") -> None:
+                 step_range: tuple[float, float] | None = None, init: str = "lsq",
+                 positive: str = "abs") -> None:
         super().__init__()
         if init not in LSQ_INITS:
             raise MpqbenchError(f"unknown LSQ init {init!r}; known: {', '.join(LSQ_INITS)}")
+        if positive not in ("abs", "clamp") or (positive == "clamp" and step_range is None):
+            raise MpqbenchError(f"LSQ positive must be 'abs', or 'clamp' with a step_range; "
+                                f"got {positive!r} with step_range {step_range}")
+        self.positive = positive
         self.scheme = scheme
         self.bits = scheme.bits
         self.step_range = tuple(step_range) if step_range is not None else None
@@ -130,10 +143,25 @@ class LsqQuantizer(nn.Module):
         self.initialized.fill_(True)
 
     def effective_step(self) -> torch.Tensor:
-        """The step the forward pass uses (after the clamp), shape () or (C,)."""
+        """The step the forward pass uses (``|step|``, then the clamp), shape () or (C,)."""
+        step = self.step.abs() if self.positive == "abs" else self.step
         if self.step_range is None:
-            return self.step
-        return torch.clamp(self.step, *self.step_range)
+            return step
+        return torch.clamp(step, *self.step_range)
+
+    def at_bound(self) -> bool:
+        """True when the step is dead: not finite, ``|step| <= MIN_LIVE_STEP``, or outside
+        ``step_range`` (where the clamp passes no gradient)."""
+        step = self.step.detach()
+        if not bool(torch.isfinite(step).all()):
+            return True
+        magnitude = step.abs() if self.positive == "abs" else step
+        if bool((magnitude <= MIN_LIVE_STEP).any()):
+            return True
+        if self.step_range is not None:
+            lo, hi = self.step_range
+            return bool(((magnitude < lo) | (magnitude > hi)).any())
+        return False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.initialized:
@@ -216,32 +244,33 @@ def _lsq_weight_scheme(bits: int, per_channel: bool) -> QuantScheme:
 @QUANTIZERS.register("lsq")
 def _lsq(role: str, bits: int, module: nn.Module, lsq_per_channel: bool = True,
          step_range: tuple[float, float] | None = None, weight_init: str = "lsq",
-         **_: object) -> nn.Module:
+         positive: str = "abs", **_: object) -> nn.Module:
     """LSQ; ``lsq_per_channel=False`` gives one weight step per layer (LIMPQ, the QAT
     protocols); inputs always have one step, set from the first batch."""
     if role == "weight":
         quantizer = LsqQuantizer(_lsq_weight_scheme(bits, lsq_per_channel),
                                  module.weight.shape[0] if lsq_per_channel else None,
-                                 step_range, weight_init)
+                                 step_range, weight_init, positive)
         quantizer.init_from(module.weight)
         return quantizer
-    return LsqQuantizer(input_scheme(bits), step_range=step_range)
+    return LsqQuantizer(input_scheme(bits), step_range=step_range, positive=positive)
 
 
 @QUANTIZERS.register("multi_lsq")
 def _multi_lsq(role: str, bits: int, module: nn.Module, candidates: Iterable[int] = (),
                lsq_per_channel: bool = True, step_range: tuple[float, float] | None = None,
-               weight_init: str = "lsq", **_: object) -> nn.Module:
+               weight_init: str = "lsq", positive: str = "abs", **_: object) -> nn.Module:
     candidates = sorted(set(candidates) | {bits})
     if role == "weight":
         quantizer = MultiBitLsqQuantizer(
             candidates, lambda b: _lsq_weight_scheme(b, lsq_per_channel),
             module.weight.shape[0] if lsq_per_channel else None,
-            step_range=step_range, init=weight_init)
+            step_range=step_range, init=weight_init, positive=positive)
         for b in candidates:
             quantizer.per_bits[str(b)].init_from(module.weight)
     else:
-        quantizer = MultiBitLsqQuantizer(candidates, input_scheme, step_range=step_range)
+        quantizer = MultiBitLsqQuantizer(candidates, input_scheme, step_range=step_range,
+                                         positive=positive)
     quantizer.set_bits(bits)
     return quantizer
 
@@ -387,3 +416,30 @@ def set_input_quantizer_mode(model: nn.Module, mode: str) -> None:
                                     "observe calibration batches first")
             else:
                 quantizer.mode = mode
+
+
+def lsq_quantizers(model: nn.Module) -> list[tuple[str, LsqQuantizer]]:
+    """(name, quantizer) of every LsqQuantizer in ``model`` (multi-bit ones included)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, LsqQuantizer)]
+
+
+def dead_steps(model: nn.Module) -> list[str]:
+    """Names of the learned steps at a bound (``LsqQuantizer.at_bound``): a run with any of them
+    has a quantizer that no longer learns, and its accuracy is not the method's."""
+    return [name for name, q in lsq_quantizers(model) if q.at_bound()]
+
+
+def freeze_steps(model: nn.Module, layers: Iterable[str]) -> list[str]:
+    """Stop learning the weight and input steps of ``layers`` (they keep their calibrated
+    init); returns the parameter names frozen. The QAT protocols freeze the fixed W8A8 first
+    and last layers this way: their 8-bit steps need no training, and a trained 8-bit
+    classifier step was the one that SGD drove to zero (issue 14)."""
+    frozen = []
+    for name in layers:
+        module = model.get_submodule(name)
+        for role in ("weight_quantizer", "input_quantizer"):
+            quantizer = getattr(module, role, None)
+            if isinstance(quantizer, LsqQuantizer):
+                quantizer.step.requires_grad_(False)
+                frozen.append(f"{name}.{role}.step")
+    return frozen

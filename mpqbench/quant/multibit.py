@@ -76,7 +76,7 @@ def multibit_model(
     bits.update({name: (candidates[-1], candidates[-1]) for name in searchable})
     quantized = quantize_model(model, bits, input_shape, "multi_lsq", "multi_lsq",
                                candidates=candidates, lsq_per_channel=False,
-                               step_range=step_range, weight_init="sigma")
+                               step_range=step_range, weight_init="sigma", positive="clamp")
     for conv in searchable:
         if conv in pairs:
             bn = quantized.get_submodule(pairs[conv])

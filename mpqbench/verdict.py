@@ -1,0 +1,113 @@
+"""Generated verdicts on a paper's claim from two measured accuracies.
+
+A verdict compares a method's test top-1 with its baseline's on the same test images and
+says ``reproduced`` only when the difference clears its 95% interval, ``not reproduced`` when
+it is below minus that interval, and ``inconclusive`` otherwise. The interval is the normal
+approximation of the difference of two binomial proportions, each on ``images`` test images
+(``1.96 * sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n)``): test-sampling noise only. With one
+seed, run-to-run noise (about +-0.4 points for 100-step QAT here) is not in it, which the
+text says; the comparison grid (issue 16) adds seeds and paired intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+Z_95 = 1.96
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``claim`` (what the paper says), the two top-1 values (%), their difference
+    (method - baseline, points), its 95% half-width (points) and the outcome."""
+
+    claim: str
+    method: str
+    baseline: str
+    method_top1: float
+    baseline_top1: float
+    images: int
+    margin: float = 0.0
+
+    @property
+    def difference(self) -> float:
+        return self.method_top1 - self.baseline_top1
+
+    @property
+    def half_width(self) -> float:
+        p1, p2 = self.method_top1 / 100, self.baseline_top1 / 100
+        n = max(self.images, 1)
+        return 100 * Z_95 * math.sqrt(p1 * (1 - p1) / n + p2 * (1 - p2) / n)
+
+    @property
+    def outcome(self) -> str:
+        """``reproduced`` when difference + margin > half-width; ``not reproduced`` when
+        difference + margin < -half-width; else ``inconclusive``. ``margin`` turns "better
+        than" (0) into "no worse than by ``margin`` points"."""
+        shifted = self.difference + self.margin
+        if shifted > self.half_width:
+            return "reproduced"
+        if shifted < -self.half_width:
+            return "not reproduced"
+        return "inconclusive"
+
+    def text(self) -> str:
+        return (f"{self.claim}: {self.outcome} ({self.method} {self.method_top1:.2f} vs "
+                f"{self.baseline} {self.baseline_top1:.2f}, difference {self.difference:+.2f}"
+                f" +- {self.half_width:.2f} points, 95% test-sampling interval on "
+                f"{self.images:,} images, one seed)")
+
+    def to_dict(self) -> dict:
+        return {"claim": self.claim, "method": self.method, "baseline": self.baseline,
+                "method_top1": self.method_top1, "baseline_top1": self.baseline_top1,
+                "difference": self.difference, "half_width": self.half_width,
+                "margin": self.margin, "images": self.images, "outcome": self.outcome}
+
+
+def saq_verdicts(results, splits_images: int) -> list[Verdict]:
+    """One verdict per width where both ``W?A?-qat_lsq`` and ``W?A?-qat_saq`` ran
+    (``results``: a frame with ``run`` and ``top1``), and for the mixed policy if present."""
+    top1 = dict(zip(results["run"], results["top1"], strict=True))
+    out = []
+    for run, value in top1.items():
+        if not run.endswith("-qat_saq"):
+            continue
+        prefix = run[: -len("-qat_saq")]
+        baseline = top1.get(f"{prefix}-qat_lsq")
+        if baseline is not None:
+            out.append(Verdict(f"SAQ beats plain QAT at {prefix}", "qat_saq", "qat_lsq",
+                               float(value), float(baseline), splits_images))
+    return out
+
+
+def limpq_verdicts(results, images: int) -> list[Verdict]:
+    """LIMPQ at ``W?A?eq`` BitOps against uniform ``W?A?`` (``results``: ``policy`` labels
+    ``LIMPQ W4A4eq`` / ``uniform W4A4`` and ``top1``)."""
+    top1 = dict(zip(results["policy"], results["top1"], strict=True))
+    out = []
+    for policy, value in top1.items():
+        if policy.startswith("LIMPQ ") and policy.endswith("eq"):
+            config = policy[len("LIMPQ "):-len("eq")]
+            baseline = top1.get(f"uniform {config}")
+            if baseline is not None:
+                out.append(Verdict(f"LIMPQ beats uniform at {config}-equivalent BitOps",
+                                   "LIMPQ", f"uniform {config}", float(value), float(baseline),
+                                   images))
+    return out
+
+
+def allocator_verdicts(results, method: str, baselines: list[str], images: int
+                       ) -> list[Verdict]:
+    """``method`` against each of ``baselines`` at every budget where both ran
+    (``results``: ``budget``, ``metric`` and ``top1`` columns)."""
+    out = []
+    for budget, group in results.groupby("budget", sort=False):
+        top1 = dict(zip(group["metric"], group["top1"], strict=True))
+        if method not in top1:
+            continue
+        for baseline in baselines:
+            if baseline in top1:
+                out.append(Verdict(f"{method} beats {baseline} at {budget}", method, baseline,
+                                   float(top1[method]), float(top1[baseline]), images))
+    return out

@@ -1,0 +1,31 @@
+import math
+
+import pytest
+
+from mpqbench.verdict import Verdict
+
+
+def test_half_width_is_the_binomial_difference_interval():
+    v = Verdict("c", "m", "b", 85.0, 80.0, 10_000)
+    expected = 100 * 1.96 * math.sqrt(0.85 * 0.15 / 1e4 + 0.8 * 0.2 / 1e4)
+    assert v.half_width == pytest.approx(expected)
+    assert v.difference == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("method,baseline,margin,outcome", [
+    (85.0, 80.0, 0.0, "reproduced"),
+    (80.0, 85.0, 0.0, "not reproduced"),
+    (83.6, 83.5, 0.0, "inconclusive"),
+    (82.8, 83.5, 1.0, "inconclusive"),   # within 1 point, but not clearly
+    (83.5, 83.5, 2.0, "reproduced"),     # "no worse than by 2 points", clearly
+])
+def test_outcomes(method, baseline, margin, outcome):
+    v = Verdict("c", "m", "b", method, baseline, 10_000, margin)
+    assert v.outcome == outcome
+    assert outcome in v.text() and f"{v.difference:+.2f}" in v.text()
+
+
+def test_fewer_images_widen_the_interval():
+    assert Verdict("c", "m", "b", 85, 84, 500).outcome == "inconclusive"
+    assert Verdict("c", "m", "b", 85, 84, 500).half_width > Verdict("c", "m", "b", 85, 84,
+                                                                    10_000).half_width
