@@ -4,7 +4,7 @@ PYTHON ?= python3
 STAMP := $(VENV)/.installed
 ACTIVATE := . $(VENV)/bin/activate &&
 
-.PHONY: setup run test lint clean-venv
+.PHONY: setup run test test-fast check-results lint clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ run: $(STAMP)  ## the default pipeline (profile set in params.yaml; `quick` unle
 
 test: $(STAMP)  ## lint, then every test, the smoke pipeline included
 	$(ACTIVATE) ruff check . && pytest
+
+test-fast: $(STAMP)  ## the edit loop: lint and every test but the pipeline ones (marked slow)
+	$(ACTIVATE) ruff check . && pytest -m "not slow"
+
+check-results: $(STAMP)  ## stale stages (reported) and results that dvc.lock does not know (fail)
+	$(ACTIVATE) python -m mpqbench.check_results
 
 clean-venv:
 	rm -rf $(VENV)

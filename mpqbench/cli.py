@@ -46,6 +46,7 @@ def cmd_policy_bank(args: argparse.Namespace) -> None:
     from mpqbench.config import load_params, profile_settings
     from mpqbench.policy_bank import build_policy_bank
 
+    _known_model(args.model)
     settings = profile_settings(args.profile, load_params(args.params))
     model, _, splits, device = load_context(args.model, settings)
     out = args.out or f"results/policy_bank/{args.model}.json"
@@ -53,6 +54,14 @@ def cmd_policy_bank(args: argparse.Namespace) -> None:
     drops = [e["drop"] for e in bank["entries"]]
     print(f"{len(drops)} random policies of {args.model}: validation drop "
           f"{min(drops):.2f} to {max(drops):.2f} points; saved {out}")
+
+
+def _known_model(name: str) -> None:
+    """An unknown model name is an error naming the known ones, before any file is looked up
+    (it used to surface as a missing checkpoint)."""
+    from mpqbench.models import MODELS
+
+    MODELS.get(name)
 
 
 def _distributed_context(args: argparse.Namespace):
@@ -66,6 +75,7 @@ def _distributed_context(args: argparse.Namespace):
     from mpqbench.config import load_params, profile_settings
     from mpqbench.cost import layer_costs
 
+    _known_model(args.model)
     distributed.init()
     settings = profile_settings(args.profile, load_params(args.params))
     model, _, splits, device = load_context(args.model, settings)
@@ -85,15 +95,18 @@ def cmd_qat(args: argparse.Namespace) -> None:
     from mpqbench.search import uniform_bits
 
     settings, model, splits, device, layers = _distributed_context(args)
+    fixed = fixed_layers(layers, settings)
     if args.policy:
         bits = load_policy(args.policy, [layer.name for layer in layers]).bits()
     else:
         w, a = parse_wa(args.bits)
-        bits = uniform_bits(layers, w, a, fixed_layers(layers, settings))
-    options = ({"rho": args.rho, "case": args.case, "every": args.every}
+        bits = uniform_bits(layers, w, a, fixed)
+    options = ({"rho": args.rho, "case": args.case, "every": args.every,
+                "perturb_space": args.perturb_space}
                if args.protocol == "qat_saq" else None)
     result = run_qat(args.protocol, model, bits, splits.train, splits.input_shape,
-                     qat_config(settings), device, options, resume_path=f"{args.out}.resume")
+                     qat_config(settings), device, options, resume_path=f"{args.out}.resume",
+                     frozen=fixed)
     if distributed.is_main():
         eval_cfg = settings["eval"]
         test = evaluate(result.model, splits.test, eval_cfg["batch_size"], device,
@@ -222,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rho", type=float, default=0.4)
     p.add_argument("--case", type=int, default=3)
     p.add_argument("--every", type=int, default=1)
+    p.add_argument("--perturb-space", default="weight_standardized",
+                   choices=["weight_standardized", "raw"],
+                   help="qat_saq: the units of rho (default: %(default)s, the authors')")
     p.add_argument("--out", required=True, help="where to save the trained model (.pt)")
     p.set_defaults(func=cmd_qat)
 

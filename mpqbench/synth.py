@@ -2,13 +2,19 @@
 
 - ``labeled``: Lee, Cho, Lee, Song, Choi (2021), reconstructed (the paper's text was not
   available): from ``x ~ N(0, 1)``, with target classes drawn balanced, minimize
-  ``CE(f(x), y) + tv * TV(x) + l2 * mean(x^2)`` over ``x`` with Adam. No BatchNorm statistics,
-  so networks without BN work too. Returns ``(x, y)``.
-- ``zeroq``: ZeroQ (Cai et al., CVPR 2020): from ``x ~ N(0, 1)``, minimize, over every BN
-  layer, ``||mu(input) - running_mean||^2 + ||sigma(input) - sqrt(running_var + eps)||^2``
-  (per-channel statistics of the BN layer's input over the batch), plus the same for the
-  image against mean 0 and std 1; Adam with reduce-on-plateau. Labels are the FP model's
-  own predictions (ZeroQ's data carries none).
+  ``CE(f(jitter(x)), t) + tv * TV(x) + l2 * mean(x^2)`` over ``x`` with Adam, where ``t`` is
+  a soft target (``soft_target`` on the class, the rest spread evenly; a hard one-hot target
+  drives the loss to 0 on every image, so task-loss differences vanish: issue 14) and
+  ``jitter`` a random shift of up to ``jitter`` pixels and a random flip each step. No
+  BatchNorm statistics, so networks without BN work too. Returns ``(x, y)``.
+- ``labeled_bn``: the same plus ``bn * `` ZeroQ's BN-statistics loss (in the manner of
+  DeepInversion, Yin et al. 2020): an upper reference for what BN statistics add, not Lee et
+  al.'s method.
+- ``zeroq``: ZeroQ (Cai et al., CVPR 2020), as the authors' ``distill_data.py``: from
+  ``x ~ N(0, 1)``, minimize, over every BN layer, the squared distance between each image's
+  per-channel mean and standard deviation of the BN layer's input and the running statistics,
+  averaged over the batch, plus the same for the image against mean 0 and std 1; Adam with
+  reduce-on-plateau. Labels are the FP model's own predictions (ZeroQ's data carries none).
 
 Both work in the model's input space (normalized images), batch by batch, seeded.
 """
@@ -34,7 +40,10 @@ class SynthConfig:
 
     images: how many; batch_size: images optimized together; iters: Adam steps a batch;
     lr: Adam's learning rate; tv / l2: weights of the total-variation and L2 image priors
-    (labeled generator only); patience / min_lr: ZeroQ's reduce-on-plateau schedule.
+    (labeled generators only); soft_target: the target probability of the drawn class (1.0:
+    a hard one-hot target); jitter: the largest random shift, in pixels, applied with a
+    random horizontal flip at every step (0: off); bn: weight of the BN-statistics loss
+    (``labeled_bn`` only); patience / min_lr: ZeroQ's reduce-on-plateau schedule.
     """
 
     images: int = 256
@@ -43,6 +52,9 @@ class SynthConfig:
     lr: float = 0.1
     tv: float = 1e-4
     l2: float = 1e-5
+    soft_target: float = 1.0
+    jitter: int = 0
+    bn: float = 0.0
     patience: int = 100
     min_lr: float = 1e-4
 
@@ -56,6 +68,9 @@ class SynthConfig:
         config = cls(**spec)
         if config.images < 1 or config.batch_size < 1 or config.iters < 1:
             raise MpqbenchError("synth images, batch_size and iters must be >= 1")
+        if not 0.0 < config.soft_target <= 1.0 or config.jitter < 0 or config.bn < 0:
+            raise MpqbenchError(f"synth soft_target must be in (0, 1], jitter and bn >= 0 "
+                                f"(got {config.soft_target}, {config.jitter}, {config.bn})")
         return config
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,16 +109,60 @@ def balanced_labels(n: int, num_classes: int, generator: torch.Generator) -> tor
 GENERATORS: Registry = Registry("synthetic-data generator")
 
 
-def _labeled_loss(model: nn.Module, config: SynthConfig):
+def jitter_and_flip(x: torch.Tensor, max_shift: int, generator: torch.Generator
+                    ) -> torch.Tensor:
+    """``x`` rolled by a random shift of up to ``max_shift`` pixels in each direction, then
+    flipped left-right with probability 1/2 (one draw for the whole batch)."""
+    if max_shift <= 0:
+        return x
+    dh, dw = (torch.randint(-max_shift, max_shift + 1, (2,), generator=generator)).tolist()
+    x = torch.roll(x, shifts=(dh, dw), dims=(2, 3))
+    if bool(torch.rand((), generator=generator) < 0.5):
+        x = torch.flip(x, dims=(3,))
+    return x
+
+
+def soft_targets(y: torch.Tensor, num_classes: int, on_class: float) -> torch.Tensor:
+    """Target distributions: ``on_class`` on ``y``, the rest spread evenly over the others."""
+    off = (1.0 - on_class) / max(num_classes - 1, 1)
+    targets = torch.full((len(y), num_classes), off, device=y.device)
+    return targets.scatter_(1, y[:, None], on_class)
+
+
+def _labeled_loss(model: nn.Module, config: SynthConfig, num_classes: int,
+                  generator: torch.Generator, with_bn: bool = False):
     def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        ce = F.cross_entropy(model(x), y)
-        return ce + config.tv * total_variation(x) / len(x) + config.l2 * x.pow(2).mean()
+        seen = jitter_and_flip(x, config.jitter, generator)
+        stats = _BnStatistics(model) if with_bn else None
+        try:
+            logits = model(seen)
+        finally:
+            if stats is not None:
+                stats.remove()
+        ce = F.cross_entropy(logits, soft_targets(y, num_classes, config.soft_target))
+        total = ce + config.tv * total_variation(x) / len(x) + config.l2 * x.pow(2).mean()
+        if stats is not None:
+            total = total + config.bn * sum(stats.terms)
+        return total
 
     return loss
 
 
+def statistics_loss(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                    eps: float = 0.0) -> torch.Tensor:
+    """ZeroQ's statistics term (amirgholami/ZeroQ, ``distill_data.py``): each image's
+    per-channel mean and standard deviation (over its pixels, unbiased variance, ``eps``
+    inside the root) against ``mean`` / ``std`` (C,), squared distances summed over channels
+    and averaged over the images."""
+    flat = x.reshape(x.shape[0], x.shape[1], -1)
+    image_mean = flat.mean(dim=2)
+    image_std = torch.sqrt(flat.var(dim=2) + eps)
+    n = x.shape[0]
+    return ((image_mean - mean).pow(2).sum() + (image_std - std).pow(2).sum()) / n
+
+
 class _BnStatistics:
-    """Forward hooks that collect each BN layer's loss term during one forward pass."""
+    """Forward hooks that collect each BN layer's statistics term during one forward pass."""
 
     def __init__(self, model: nn.Module) -> None:
         self.terms: list[torch.Tensor] = []
@@ -111,11 +170,8 @@ class _BnStatistics:
         self.handles = [bn.register_forward_pre_hook(self.hook) for bn in self.bns]
 
     def hook(self, bn: nn.BatchNorm2d, inputs) -> None:
-        x = inputs[0]
-        mean = x.mean(dim=(0, 2, 3))
-        std = torch.sqrt(x.var(dim=(0, 2, 3), unbiased=False) + bn.eps)
-        self.terms.append((mean - bn.running_mean).pow(2).sum()
-                          + (std - torch.sqrt(bn.running_var + bn.eps)).pow(2).sum())
+        self.terms.append(statistics_loss(inputs[0], bn.running_mean,
+                                          torch.sqrt(bn.running_var + bn.eps), bn.eps))
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -123,20 +179,23 @@ class _BnStatistics:
 
 
 def zeroq_bn_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """ZeroQ's loss for images ``x``: BN statistics of every BN input plus the input prior."""
+    """ZeroQ's loss for images ``x``: the per-image statistics of every BN input against the
+    BN's running statistics, plus the image's against mean 0 and std 1."""
     stats = _BnStatistics(model)
     try:
         model(x)
     finally:
         stats.remove()
-    mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3), unbiased=False)
-    return sum(stats.terms) + mean.pow(2).sum() + (std - 1).pow(2).sum()
+    zeros = torch.zeros(x.shape[1], device=x.device)
+    return sum(stats.terms) + statistics_loss(x, zeros, torch.ones_like(zeros))
 
 
 def _generate(model: nn.Module, input_shape: tuple[int, int, int], num_classes: int,
               config: SynthConfig, device: torch.device | str, seed: int, name: str,
               loss_of) -> SynthData:
     start = time.perf_counter()
+    was_training = model.training
+    trainable = [p.requires_grad for p in model.parameters()]
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -161,14 +220,15 @@ def _generate(model: nn.Module, input_shape: tuple[int, int, int], num_classes: 
                     plateau.step(loss.item())
                 history[it] += loss.item() * len(y) / config.images
             xs.append(x.detach())
-    finally:
-        for p in model.parameters():
-            p.requires_grad_(True)
-    x = torch.cat(xs)
-    if name == "zeroq":  # no labels of its own: the FP model's predictions
-        with torch.no_grad():
-            labels = torch.cat([model(x[i:i + 256]).argmax(1).cpu()
-                                for i in range(0, len(x), 256)])
+        x = torch.cat(xs)
+        if name == "zeroq":  # no labels of its own: the FP model's predictions
+            with torch.no_grad():
+                labels = torch.cat([model(x[i:i + 256]).argmax(1).cpu()
+                                    for i in range(0, len(x), 256)])
+    finally:  # the model as the caller left it
+        for p, flag in zip(model.parameters(), trainable, strict=True):
+            p.requires_grad_(flag)
+        model.train(was_training)
     return SynthData(x.cpu(), labels.cpu(), name, time.perf_counter() - start, history.tolist())
 
 
@@ -177,8 +237,32 @@ def generate_labeled(model: nn.Module, input_shape: tuple[int, int, int], num_cl
                      config: SynthConfig, device: torch.device | str = "cpu",
                      seed: int = 0) -> SynthData:
     """Labeled synthetic images, no BN statistics used (works on BN-free networks)."""
+    jitter = torch.Generator().manual_seed(seed + 1)
     return _generate(model, input_shape, num_classes, config, device, seed, "labeled",
-                     _labeled_loss(model, config))
+                     _labeled_loss(model, config, num_classes, jitter))
+
+
+@GENERATORS.register("labeled_bn")
+def generate_labeled_bn(model: nn.Module, input_shape: tuple[int, int, int], num_classes: int,
+                        config: SynthConfig, device: torch.device | str = "cpu",
+                        seed: int = 0) -> SynthData:
+    """Labeled synthetic images that also match the BN statistics (weight ``config.bn``): an
+    upper reference (DeepInversion-style), not the data-free method under test."""
+    _require_batchnorm(model, "labeled_bn")
+    if config.bn <= 0:
+        raise MpqbenchError("the labeled_bn generator needs synth bn > 0 (the weight of the "
+                            "BN-statistics loss); set it in method_cfg.data_free.synth")
+    jitter = torch.Generator().manual_seed(seed + 1)
+    return _generate(model, input_shape, num_classes, config, device, seed, "labeled_bn",
+                     _labeled_loss(model, config, num_classes, jitter, with_bn=True))
+
+
+def _require_batchnorm(model: nn.Module, name: str) -> None:
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        raise MpqbenchError(
+            f"the {name} generator matches BatchNorm statistics, and {type(model).__name__} has "
+            "no BatchNorm2d layer (was BN folded?); pass the unfolded model or use the "
+            "'labeled' generator, which needs none")
 
 
 @GENERATORS.register("zeroq")
@@ -186,11 +270,7 @@ def distill_zeroq(model: nn.Module, input_shape: tuple[int, int, int], num_class
                   config: SynthConfig, device: torch.device | str = "cpu",
                   seed: int = 0) -> SynthData:
     """ZeroQ's distilled images; the model must have BatchNorm layers."""
-    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
-        raise MpqbenchError(
-            f"ZeroQ distillation matches BatchNorm statistics, and {type(model).__name__} has no "
-            "BatchNorm2d layer (was BN folded?); pass the unfolded model or use the 'labeled' "
-            "generator, which needs none")
+    _require_batchnorm(model, "zeroq")
     return _generate(model, input_shape, num_classes, config, device, seed, "zeroq",
                      lambda x, y: zeroq_bn_loss(model, x))
 
@@ -198,7 +278,7 @@ def distill_zeroq(model: nn.Module, input_shape: tuple[int, int, int], num_class
 def generate(name: str, model: nn.Module, input_shape: tuple[int, int, int], num_classes: int,
              config: SynthConfig, device: torch.device | str = "cpu", seed: int = 0
              ) -> SynthData:
-    """Run the generator registered as ``name`` (labeled, zeroq)."""
+    """Run the generator registered as ``name`` (labeled, labeled_bn, zeroq)."""
     return GENERATORS.get(name)(model, input_shape, num_classes, config, device, seed)
 
 

@@ -111,3 +111,14 @@ def allocator_verdicts(results, method: str, baselines: list[str], images: int
                 out.append(Verdict(f"{method} beats {baseline} at {budget}", method, baseline,
                                    float(top1[method]), float(top1[baseline]), images))
     return out
+
+
+def spearman_verdict(correlations, method: str, baseline: str) -> str:
+    """Which table ranks the policy bank better (``correlations``: a frame indexed by table
+    with a ``spearman`` column). No interval: the bank is one sample of policies, so the text
+    says the difference only."""
+    rho_m = float(correlations.loc[method, "spearman"])
+    rho_b = float(correlations.loc[baseline, "spearman"])
+    better = "higher" if rho_m > rho_b else "not higher"
+    return (f"ranking: {method} Spearman {rho_m:.3f} vs {baseline} {rho_b:.3f}: {better} "
+            f"(one policy bank, no interval)")

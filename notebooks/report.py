@@ -39,6 +39,7 @@ from mpqbench.comparison import (
     run_frame,
     top1_by_run,
 )
+from mpqbench.conclusions import write_conclusions
 from mpqbench.report import write_summary
 from mpqbench.results import load_runs
 
@@ -52,6 +53,14 @@ figures = Path(out_dir) / "figures"
 figures.mkdir(parents=True, exist_ok=True)
 print(f"{len(runs)} RunRecords; methods: {sorted(set(frame.method)) if len(frame) else []}; "
       f"profiles: {sorted(set(frame.profile)) if len(frame) else []}")
+
+# %% [markdown]
+# ## Conclusions: each paper's claim on this setting
+# Generated from the records (`mpqbench/conclusions.py`), also written to
+# `results/conclusions.md`, which the README links to.
+
+# %%
+print(write_conclusions(runs, Path(out_dir) / "conclusions.md"))
 
 # %% [markdown]
 # ## Accuracy against size and BitOps

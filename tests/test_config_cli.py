@@ -51,3 +51,13 @@ def test_list_names_every_registry_and_the_runs_of_params(capsys, monkeypatch):
     assert "solvers:     ilp, pareto, random, uniform" in out
     assert "roundings:   adaround, nearest" in out
     assert "first_order_ptq-resnet20" in out.splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", [["policy-bank"], ["qat", "--bits", "W4A4", "--out", "x.pt"],
+                                     ["limpq-indicators", "--out", "x.csv"]])
+def test_an_unknown_model_is_named_before_any_checkpoint_lookup(command, capsys, monkeypatch):
+    """It used to be reported as a missing checkpoint, with advice to build one."""
+    monkeypatch.chdir(REPO)
+    assert main([*command, "--model", "resnet_20", "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'resnet_20'" in err and "checkpoint" not in err

@@ -53,7 +53,8 @@ def test_zeroq_distillation_lowers_the_bn_loss_and_refuses_bn_free_models(publis
         after = zeroq_bn_loss(published, data.x).item()
     assert after < 0.5 * before
     assert data.loss_history[-1] < data.loss_history[0]
-    with pytest.raises(MpqbenchError, match="has no BatchNorm2d layer.*'labeled'"):
+    with pytest.raises(MpqbenchError,
+                       match="zeroq generator matches BatchNorm.*no BatchNorm2d layer.*'labeled'"):
         generate("zeroq", fold_batchnorm(published), SHAPE, 10, config)
     with pytest.raises(MpqbenchError, match="unknown synth settings"):
         SynthConfig.from_dict({"steps": 3})
@@ -148,3 +149,63 @@ def test_policy_bank_resumes_to_the_same_result(published, cifar_splits, tmp_pat
     assert sums.tolist() == [sum(v[0] for k, v in e["bits"].items()
                                  if k not in ("conv1", "linear")) for e in bank["entries"]]
     assert len(measured_drops(bank)) == 3
+
+
+def test_zeroq_statistics_term_is_per_image_as_the_authors_code():
+    """An independent loop over images: each image's channel mean and std (unbiased, eps in
+    the root) against the targets, squared distances summed, averaged over the images."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 3, 4, 4, generator=g) * 2 + 1
+    mean, std = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([1.0, 0.5, 3.0])
+    expected = 0.0
+    for image in x:
+        for c in range(3):
+            pixels = image[c].flatten()
+            m = pixels.sum() / pixels.numel()
+            s = (((pixels - m) ** 2).sum() / (pixels.numel() - 1) + 1e-5).sqrt()
+            expected += (m - mean[c]) ** 2 + (s - std[c]) ** 2
+    from mpqbench.synth import statistics_loss
+
+    assert statistics_loss(x, mean, std, 1e-5).item() == pytest.approx(expected.item() / 5,
+                                                                        rel=1e-5)
+
+
+def test_soft_targets_and_jitter():
+    from mpqbench.synth import jitter_and_flip, soft_targets
+
+    t = soft_targets(torch.tensor([2, 0]), 4, 0.7)
+    assert torch.allclose(t, torch.tensor([[0.1, 0.1, 0.7, 0.1], [0.7, 0.1, 0.1, 0.1]]))
+    x = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).reshape(2, 1, 5, 5)
+    assert torch.equal(jitter_and_flip(x, 0, torch.Generator()), x)
+    moved = [jitter_and_flip(x, 2, torch.Generator().manual_seed(s)) for s in range(8)]
+    assert any(not torch.equal(m, x) for m in moved)
+    for m in moved:  # a permutation of the pixels of each image: nothing lost or invented
+        assert torch.equal(m.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+    again = jitter_and_flip(x, 2, torch.Generator().manual_seed(3))
+    assert torch.equal(again, moved[3])
+
+
+@pytest.mark.parametrize("name", ["labeled", "labeled_bn", "zeroq"])
+def test_generators_leave_the_model_as_they_found_it(published, name):
+    """requires_grad and train/eval state are restored: a frozen layer stays frozen."""
+    model = published
+    model.train()
+    model.conv1.weight.requires_grad_(False)
+    try:
+        config = SynthConfig(images=4, batch_size=4, iters=2, bn=0.1, jitter=1,
+                             soft_target=0.7)
+        generate(name, model, SHAPE, 10, config, seed=0)
+        assert model.training
+        assert not model.conv1.weight.requires_grad
+        assert all(p.requires_grad for n, p in model.named_parameters() if n != "conv1.weight")
+    finally:
+        model.conv1.weight.requires_grad_(True)
+        model.eval()
+
+
+def test_labeled_bn_needs_a_bn_weight_and_soft_target_is_checked(published):
+    with pytest.raises(MpqbenchError, match="needs synth bn > 0"):
+        generate("labeled_bn", published, SHAPE, 10, SynthConfig(images=2, batch_size=2,
+                                                                  iters=1))
+    with pytest.raises(MpqbenchError, match="soft_target must be in"):
+        SynthConfig.from_dict({"soft_target": 1.5})

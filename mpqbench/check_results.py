@@ -1,0 +1,191 @@
+"""Are the committed results those of the committed code? (``make check-results``)
+
+Reads ``dvc.lock`` and the checkout, with or without the data present, and reports:
+
+- **stale** stages: a code, notebook or params dependency changed since the stage's records
+  were made (what ``dvc status`` would say), and stages of ``dvc.yaml`` never locked.
+  Reported, not failed: a refactor may land before its re-run.
+- **inconsistent** results, which fail the check: a committed output (a file or folder of
+  ``results/`` or ``checkpoints/`` that git tracks) whose hash is not the lock's, a
+  committed output missing, a folder of RunRecords that no locked stage produced, or a
+  RunRecord that does not name the CPU it ran on.
+
+Hashes are DVC 3's: the md5 of a file's bytes; for a folder, the md5 of the JSON list of
+``{"md5", "relpath"}`` of its files sorted by path, suffixed ``.dir`` (``.dvcignore``'s
+``__pycache__`` and ``*.pyc`` left out). Deps that git does not track and that are absent
+here (the decoded dataset, before ``dvc repro data``) are listed apart, not as stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+def md5_file(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def md5_dir(path: Path) -> str:
+    entries = [{"md5": md5_file(p), "relpath": p.relative_to(path).as_posix()}
+               for p in sorted(path.rglob("*"))
+               if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
+    entries.sort(key=lambda e: e["relpath"])
+    blob = json.dumps(entries, sort_keys=True).encode()
+    return hashlib.md5(blob).hexdigest() + ".dir"
+
+
+def md5_path(path: Path) -> str:
+    return md5_dir(path) if path.is_dir() else md5_file(path)
+
+
+def _yaml_value(value):
+    """DVC writes floats like 1e-05, which YAML 1.1 reads as strings: compare as numbers."""
+    if isinstance(value, dict):
+        return {k: _yaml_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_yaml_value(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    return value
+
+
+def _lookup(params: dict, dotted: str):
+    node = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return "<missing>"
+        node = node[part]
+    return node
+
+
+@dataclass
+class ResultsCheck:
+    """What ``check`` found: stale stages (stage -> reasons), inconsistencies (failures), and
+    stages whose untracked deps are absent here."""
+
+    stale: dict[str, list[str]] = field(default_factory=dict)
+    inconsistent: list[str] = field(default_factory=list)
+    unchecked: dict[str, list[str]] = field(default_factory=dict)
+    stages: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.inconsistent
+
+    def report(self) -> str:
+        lines = [f"stale {name}: {', '.join(why)}" for name, why in self.stale.items()]
+        lines += [f"INCONSISTENT: {what}" for what in self.inconsistent]
+        lines += [f"not checked here (absent, not in git) {name}: {', '.join(paths)}"
+                  for name, paths in self.unchecked.items()]
+        lines.append(f"{len(self.stale)} of {self.stages} stages stale against the checkout; "
+                     f"{len(self.inconsistent)} inconsistencies between results/ and dvc.lock")
+        return "\n".join(lines)
+
+
+def _tracked(root: Path) -> set[str]:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True)
+    return {p for p in out.stdout.decode().split("\0") if p}
+
+
+def _is_tracked(path: str, tracked: set[str]) -> bool:
+    return path in tracked or any(t.startswith(path.rstrip("/") + "/") for t in tracked)
+
+
+def _declared_stages(root: Path) -> set[str]:
+    """Stage names of dvc.yaml with foreach expanded over params.yaml."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    names = set()
+    for name, body in stages.items():
+        if "foreach" not in body:
+            names.add(name)
+            continue
+        key = body["foreach"].strip("${} ")
+        items = _lookup(params, key)
+        keys = items.keys() if isinstance(items, dict) else items
+        names.update(f"{name}@{k}" for k in keys)
+    return names
+
+
+def check(root: str | Path = ".") -> ResultsCheck:
+    """Compare ``dvc.lock`` with the checkout at ``root`` (see the module doc)."""
+    root = Path(root)
+    lock = yaml.safe_load((root / "dvc.lock").read_text()).get("stages", {})
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    tracked = _tracked(root)
+    result = ResultsCheck(stages=len(lock))
+    locked_outs: set[str] = set()
+    for name, stage in lock.items():
+        for dep in stage.get("deps", []):
+            path = root / dep["path"]
+            if not path.exists():
+                if _is_tracked(dep["path"], tracked):
+                    result.stale.setdefault(name, []).append(f"{dep['path']} deleted")
+                else:
+                    result.unchecked.setdefault(name, []).append(dep["path"])
+            elif md5_path(path) != dep.get("md5"):
+                result.stale.setdefault(name, []).append(dep["path"])
+        for key, value in (stage.get("params") or {}).get("params.yaml", {}).items():
+            if _yaml_value(_lookup(params, key)) != _yaml_value(value):
+                result.stale.setdefault(name, []).append(f"param {key}")
+        for out in stage.get("outs", []):
+            locked_outs.add(out["path"])
+            if not _is_tracked(out["path"], tracked):
+                continue  # a DVC-cached output (the decoded data): not committed
+            path = root / out["path"]
+            if not path.exists():
+                result.inconsistent.append(f"{out['path']} ({name}) is in dvc.lock but missing")
+            elif md5_path(path) != out.get("md5"):
+                result.inconsistent.append(
+                    f"{out['path']} ({name}) does not have the hash dvc.lock records: it was "
+                    f"changed by hand or by a run whose dvc.lock was not committed; re-run "
+                    f"`dvc repro -s {name}` and commit its outputs with dvc.lock")
+    for name in sorted(_declared_stages(root) - set(lock)):
+        result.stale.setdefault(name, []).append("never run (not in dvc.lock)")
+    runs = root / "results" / "runs"
+    if runs.is_dir():
+        for folder in sorted(p for p in runs.iterdir() if p.is_dir()):
+            rel = folder.relative_to(root).as_posix()
+            if rel not in locked_outs:
+                result.inconsistent.append(f"{rel}: RunRecords no locked stage produced; "
+                                           "delete the folder or run its stage")
+            for record in sorted(folder.glob("*.json")):
+                try:
+                    cpu = json.loads(record.read_text()).get("provenance", {}).get("cpu")
+                except (json.JSONDecodeError, AttributeError):
+                    cpu = None
+                    result.inconsistent.append(f"{record.relative_to(root)} is not a RunRecord")
+                    continue
+                if not cpu:
+                    result.inconsistent.append(f"{record.relative_to(root)} does not name its "
+                                               "CPU (provenance.cpu); re-run its stage")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    root = Path(argv[0]) if argv else Path(".")
+    result = check(root)
+    print(result.report())
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,92 @@
+"""Each method's claim, judged from the RunRecords alone (the report's conclusions).
+
+Every verdict pairs two runs of the same model, budget or width, schedule and seed, on the
+same test images (``verdict.Verdict``); pairs are found by run id, as the method notebooks
+name their runs. ``write_conclusions`` writes them as Markdown (``results/conclusions.md``),
+which the README links to instead of copying numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from mpqbench.results import RunRecord
+from mpqbench.verdict import Verdict
+
+# (method, run-id pattern of the method's side, baseline run ids, claim)
+CLAIMS: list[tuple[str, str, list[str], str]] = [
+    ("saq", r"saq-(?P<model>.+)-(?P<cfg>W\d+A\d+|mixed)-qat_saq",
+     ["saq-{model}-{cfg}-qat_lsq"], "SAQ beats plain QAT ({cfg})"),
+    ("limpq", r"limpq-(?P<model>.+)-(?P<cfg>W\d+A\d+)eq-qat_lsq",
+     ["limpq-{model}-uniform-{cfg}-qat_lsq"],
+     "LIMPQ beats uniform at {cfg}-equivalent BitOps"),
+    ("first_order_ptq", r"first_order_ptq-(?P<model>.+)-first_order-(?P<budget>.+)-(?P<r>\w+)",
+     ["first_order_ptq-{model}-hessian_trace-{budget}-{r}",
+      "first_order_ptq-{model}-fisher_fit-{budget}-{r}"],
+     "first-order sensitivity beats {baseline} at {budget}"),
+    ("data_free", r"data_free-(?P<model>.+)-task_loss-low-synthetic-(?P<budget>.+)-(?P<r>\w+)",
+     ["data_free-{model}-zeroq_kl-zeroq-{budget}-{r}"],
+     "task loss on labeled synthetic data beats ZeroQ at {budget}"),
+]
+
+
+def _metric_of(run_id: str, record: RunRecord | None) -> str:
+    return (record.metric or record.protocol) if record is not None else run_id
+
+
+def claim_verdicts(records: Iterable[RunRecord]) -> list[tuple[str, Verdict]]:
+    """(method, verdict) for every pair of runs that a claim names and that both exist."""
+    by_id = {r.run_id: r for r in records}
+    out = []
+    for method, pattern, baselines, claim in CLAIMS:
+        for run_id in sorted(by_id):
+            match = re.fullmatch(pattern, run_id)
+            if match is None:
+                continue
+            record = by_id[run_id]
+            for template in baselines:
+                base = by_id.get(template.format(**match.groupdict()))
+                if base is None:
+                    continue
+                label = _metric_of(base.run_id, base)
+                out.append((method, Verdict(
+                    claim.format(baseline=label, **match.groupdict()), run_id, base.run_id,
+                    float(record.accuracy["top1"]), float(base.accuracy["top1"]),
+                    int(record.accuracy.get("test_images", 0)))))
+    return out
+
+
+def ranking_lines(records: Iterable[RunRecord]) -> list[str]:
+    """The data-free notebook's rank correlations with the policy bank (Spearman), once."""
+    for record in records:
+        quality = record.extra.get("metric_quality") if record.method == "data_free" else None
+        if quality:
+            tables = quality["tables"]
+            return [f"- `{name}`: Spearman {row['spearman']:.3f}, Kendall {row['kendall']:.3f}"
+                    for name, row in tables.items()]
+    return []
+
+
+def write_conclusions(records: list[RunRecord], path: str | Path) -> str:
+    """Markdown with every claim's verdict and the data-free ranking table; returns it."""
+    lines = ["# Conclusions, generated from the RunRecords", "",
+             "Each line compares two runs with the same schedule and seed on the same test "
+             "images; the interval is the 95% test-sampling interval of the difference (one "
+             "seed: run-to-run noise is not in it). `reproduced` / `not reproduced` only when "
+             "the difference clears it, `inconclusive` otherwise.", ""]
+    verdicts = claim_verdicts(records)
+    for method in dict.fromkeys(m for m, _ in verdicts):
+        lines += [f"## {method}", ""]
+        lines += [f"- {v.text()}" for m, v in verdicts if m == method]
+        lines.append("")
+    ranking = ranking_lines(records)
+    if ranking:
+        lines += ["## data_free: how well each table ranks the policy bank's measured drops", ""]
+        lines += ranking + [""]
+    if not verdicts:
+        lines += ["No pair of runs that a claim names was found.", ""]
+    text = "\n".join(lines)
+    Path(path).write_text(text)
+    return text

@@ -1,0 +1,40 @@
+from mpqbench.conclusions import claim_verdicts, write_conclusions
+from mpqbench.results import RunRecord
+
+
+def _record(run_id, top1, method="saq", metric=None, extra=None):
+    return RunRecord(run_id=run_id, method=method, model="m", dataset="d", dataset_variant="d",
+                     protocol="qat_lsq", metric=metric,
+                     accuracy={"top1": top1, "test_images": 10_000}, extra=extra or {})
+
+
+def test_pairs_are_found_by_run_id_and_judged():
+    records = [
+        _record("saq-m-W4A4-qat_saq", 84.0), _record("saq-m-W4A4-qat_lsq", 80.0),
+        _record("saq-m-W3A3-qat_saq", 70.0),  # no baseline: no verdict
+        _record("limpq-m-W4A4eq-qat_lsq", 70.0, "limpq"),
+        _record("limpq-m-uniform-W4A4-qat_lsq", 80.0, "limpq"),
+        _record("first_order_ptq-m-first_order-ratio8-nearest", 86.2, "first_order_ptq",
+                "first_order"),
+        _record("first_order_ptq-m-hessian_trace-ratio8-nearest", 86.0, "first_order_ptq",
+                "hessian_trace"),
+    ]
+    verdicts = {v.claim: v for _, v in claim_verdicts(records)}
+    assert set(verdicts) == {"SAQ beats plain QAT (W4A4)",
+                             "LIMPQ beats uniform at W4A4-equivalent BitOps",
+                             "first-order sensitivity beats hessian_trace at ratio8"}
+    assert verdicts["SAQ beats plain QAT (W4A4)"].outcome == "reproduced"
+    assert verdicts["LIMPQ beats uniform at W4A4-equivalent BitOps"].outcome == "not reproduced"
+    assert verdicts["first-order sensitivity beats hessian_trace at ratio8"].outcome == \
+        "inconclusive"
+
+
+def test_written_markdown_has_every_verdict(tmp_path):
+    records = [_record("saq-m-W4A4-qat_saq", 84.0), _record("saq-m-W4A4-qat_lsq", 80.0),
+               _record("data_free-m-x", 1.0, "data_free", extra={"metric_quality": {
+                   "tables": {"t": {"spearman": 0.8, "kendall": 0.6}}}})]
+    text = write_conclusions(records, tmp_path / "c.md")
+    assert "SAQ beats plain QAT (W4A4): reproduced (saq-m-W4A4-qat_saq 84.00" in text
+    assert "`t`: Spearman 0.800, Kendall 0.600" in text
+    assert (tmp_path / "c.md").read_text() == text
+    assert "No pair" in write_conclusions([], tmp_path / "e.md")

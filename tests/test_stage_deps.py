@@ -1,0 +1,55 @@
+"""Every stage of dvc.yaml depends on exactly the package modules its entry runs."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mpqbench.stage_deps import STAGE_ENTRIES, covered, import_closure
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _stages() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def _entries(stage: str) -> list[str]:
+    entries = STAGE_ENTRIES[stage]
+    if stage != "run":
+        return entries
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    methods = sorted({run["method"] for run in params["runs"].values()})
+    return [e.format(method=m) for m in methods for e in entries]
+
+
+def _code_deps(stage: dict) -> list[str]:
+    body = stage.get("do", stage)
+    return [d for d in body["deps"] if isinstance(d, str) and d.startswith("mpqbench")]
+
+
+def test_every_stage_has_an_entry():
+    assert set(_stages()) == set(STAGE_ENTRIES)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_ENTRIES))
+def test_stage_deps_cover_the_import_closure_and_nothing_else(stage):
+    deps = _code_deps(_stages()[stage])
+    needed = {p for p in import_closure(_entries(stage), REPO) if p.startswith("mpqbench/")}
+    missing = sorted(p for p in needed if not covered(p, deps))
+    assert not missing, f"{stage}: add to its deps in dvc.yaml: {missing}"
+    extra = sorted(d for d in deps if not any(covered(p, [d]) for p in needed))
+    assert not extra, f"{stage}: deps its entry never imports (remove them): {extra}"
+
+
+def test_closure_follows_imports_inside_functions_and_packages(tmp_path):
+    pkg = tmp_path / "mpqbench"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from mpqbench.sub import leaf\n")
+    (pkg / "sub" / "leaf.py").write_text("X = 1\n")
+    (pkg / "lazy.py").write_text("def f():\n    from mpqbench.sub.leaf import X\n    return X\n")
+    (pkg / "unused.py").write_text("")
+    (tmp_path / "entry.py").write_text("import os\nfrom mpqbench import lazy\n")
+    assert import_closure(["entry.py"], tmp_path) == {
+        "entry.py", "mpqbench/lazy.py", "mpqbench/sub/__init__.py", "mpqbench/sub/leaf.py"}
