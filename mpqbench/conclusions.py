@@ -8,6 +8,7 @@ which the README links to instead of copying numbers.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -69,6 +70,25 @@ def ranking_lines(records: Iterable[RunRecord]) -> list[str]:
     return []
 
 
+def identical_policies(records: Iterable[RunRecord]) -> list[str]:
+    """Allocators that chose the very same policy at the same budget and protocol: they are
+    near-duplicates there, not independent baselines (e.g. first_order and fisher_fit)."""
+    groups: dict[tuple, list[RunRecord]] = {}
+    for r in records:
+        if r.metric and r.policy and r.budget:
+            key = (r.method, r.model, json.dumps(r.budget, sort_keys=True), r.protocol)
+            groups.setdefault(key, []).append(r)
+    lines = []
+    for (method, model, budget, protocol), group in groups.items():
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                if a.metric != b.metric and a.policy == b.policy:
+                    lines.append(f"- {method}, {model}, budget {budget}, {protocol}: "
+                                 f"`{a.metric}` and `{b.metric}` chose the same policy (top-1 "
+                                 f"{a.accuracy['top1']:.2f}): not independent evidence there")
+    return lines
+
+
 def write_conclusions(records: list[RunRecord], path: str | Path) -> str:
     """Markdown with every claim's verdict and the data-free ranking table; returns it."""
     lines = ["# Conclusions, generated from the RunRecords", "",
@@ -81,6 +101,9 @@ def write_conclusions(records: list[RunRecord], path: str | Path) -> str:
         lines += [f"## {method}", ""]
         lines += [f"- {v.text()}" for m, v in verdicts if m == method]
         lines.append("")
+    same = identical_policies(records)
+    if same:
+        lines += ["## Allocators that agree exactly", ""] + same + [""]
     ranking = ranking_lines(records)
     if ranking:
         lines += ["## data_free: how well each table ranks the policy bank's measured drops", ""]

@@ -56,7 +56,8 @@ settings, cfg, model, splits, device = (setup.settings, setup.cfg, setup.model, 
                                         setup.device)
 layers, fixed, searchable, fp = setup.layers, setup.fixed, setup.searchable, setup.fp
 candidates = cfg["candidates"]
-finetune = qat_config(settings)
+# the profile's QAT schedule, then LIMPQ's overrides for this profile (params.yaml)
+finetune = qat_config(settings, cfg.get("finetune", {}).get(settings["profile"]))
 print(f"{model_name} on {splits.variant}: FP top-1 {fp.top1:.2f}%; {len(searchable)} "
       f"searchable layers, candidates {candidates}; fine-tune {finetune.epochs} epoch(s) of "
       f"{finetune.steps_per_epoch(len(splits.train))} steps")

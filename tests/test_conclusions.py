@@ -38,3 +38,17 @@ def test_written_markdown_has_every_verdict(tmp_path):
     assert "`t`: Spearman 0.800, Kendall 0.600" in text
     assert (tmp_path / "c.md").read_text() == text
     assert "No pair" in write_conclusions([], tmp_path / "e.md")
+
+
+def test_identical_policies_are_called_out():
+    from mpqbench.conclusions import identical_policies
+
+    policy = {"layers": {"a": {"w_bits": 4, "a_bits": 8}}}
+    other = {"layers": {"a": {"w_bits": 3, "a_bits": 8}}}
+    records = []
+    for metric, pol in (("first_order", policy), ("fisher_fit", policy), ("hessian", other)):
+        r = _record(f"x-{metric}", 86.0, "first_order_ptq", metric)
+        r.policy, r.budget = pol, {"compression_ratio": 8}
+        records.append(r)
+    lines = identical_policies(records)
+    assert len(lines) == 1 and "`first_order` and `fisher_fit` chose the same policy" in lines[0]
