@@ -8,7 +8,8 @@ Reads ``dvc.lock`` and the checkout, with or without the data present, and repor
 - **inconsistent** results, which fail the check: a committed output (a file or folder of
   ``results/`` or ``checkpoints/`` that git tracks) whose hash is not the lock's, a
   committed output missing, a folder of RunRecords that no locked stage produced, or a
-  RunRecord that does not name the CPU it ran on.
+  RunRecord that does not name the CPU it ran on (listed with the stale stages instead when
+  its stage is stale: the re-run that is due will name it).
 
 Hashes are DVC 3's: the md5 of a file's bytes; for a folder, the md5 of the JSON list of
 ``{"md5", "relpath"}`` of its files sorted by path, suffixed ``.dir`` (``.dvcignore``'s
@@ -132,7 +133,7 @@ def check(root: str | Path = ".") -> ResultsCheck:
     params = yaml.safe_load((root / "params.yaml").read_text())
     tracked = _tracked(root)
     result = ResultsCheck(stages=len(lock))
-    locked_outs: set[str] = set()
+    locked_outs: dict[str, str] = {}  # out path -> the stage that wrote it
     for name, stage in lock.items():
         for dep in stage.get("deps", []):
             path = root / dep["path"]
@@ -147,7 +148,7 @@ def check(root: str | Path = ".") -> ResultsCheck:
             if _yaml_value(_lookup(params, key)) != _yaml_value(value):
                 result.stale.setdefault(name, []).append(f"param {key}")
         for out in stage.get("outs", []):
-            locked_outs.add(out["path"])
+            locked_outs[out["path"]] = name
             if not _is_tracked(out["path"], tracked):
                 continue  # a DVC-cached output (the decoded data): not committed
             path = root / out["path"]
@@ -167,14 +168,19 @@ def check(root: str | Path = ".") -> ResultsCheck:
             if rel not in locked_outs:
                 result.inconsistent.append(f"{rel}: RunRecords no locked stage produced; "
                                            "delete the folder or run its stage")
+            stage = locked_outs[rel] if rel in locked_outs else None
             for record in sorted(folder.glob("*.json")):
                 try:
                     cpu = json.loads(record.read_text()).get("provenance", {}).get("cpu")
                 except (json.JSONDecodeError, AttributeError):
-                    cpu = None
                     result.inconsistent.append(f"{record.relative_to(root)} is not a RunRecord")
                     continue
-                if not cpu:
+                if cpu:
+                    continue
+                if stage in result.stale:  # its re-run is due anyway: listed, not failed
+                    if "records without provenance.cpu" not in result.stale[stage]:
+                        result.stale[stage].append("records without provenance.cpu")
+                else:
                     result.inconsistent.append(f"{record.relative_to(root)} does not name its "
                                                "CPU (provenance.cpu); re-run its stage")
     return result

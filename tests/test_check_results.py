@@ -79,3 +79,13 @@ def test_records_no_stage_produced_and_records_without_a_cpu_fail(repo):
 def test_a_declared_stage_never_run_is_stale(repo):
     (repo / "params.yaml").write_text("scale: 1.5\nitems: [a, b]\n")
     assert check(repo).stale == {"toy@b": ["never run (not in dvc.lock)"]}
+
+
+def test_records_without_a_cpu_in_a_stale_stage_are_listed_not_failed(repo):
+    rec = repo / "results/runs/toy-a/toy-0.json"
+    rec.write_text(json.dumps({"run_id": "toy-0", "provenance": {}}))
+    _run([DVC, "commit", "-f", "-q"], repo)  # the lock now records the edited folder
+    (repo / "params.yaml").write_text("scale: 3.0\nitems: [a]\n")  # the stage is stale
+    result = check(repo)
+    assert result.ok, result.report()
+    assert result.stale["toy@a"] == ["param scale", "records without provenance.cpu"]
