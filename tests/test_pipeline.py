@@ -102,7 +102,8 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
     synthetic = [r for r in free if r["extra"].get("calibration") == "given batches"]
     assert len(synthetic) == 2 * 3  # two data-free allocators x three budgets
     assert {r["metric"] for r in synthetic} == {"task_loss", "zeroq_kl"}
-    assert all(r["extra"]["calibration_data"] in ("labeled", "zeroq") for r in synthetic)
+    # both allocators' policies calibrated on the same synthetic images (params: calibrate_on)
+    assert {r["extra"]["calibration_data"] for r in synthetic} == {"labeled"}
 
     limpq = {r["run_id"]: r for r in (json.loads(p.read_text()) for p in
                                       (repo / "results/runs/limpq-resnet20").glob("*.json"))}
@@ -114,12 +115,15 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
     assert w4eq["extra"]["forward_passes"] == 2 and len(w4eq["extra"]["loss_curve"]) == 2
     saq = {r["run_id"]: r for r in (json.loads(p.read_text()) for p in
                                     (repo / "results/runs/saq-resnet20").glob("*.json"))}
-    assert len(saq) == 3 * 2 + 3 + 2 + 1 + 2  # widths x protocols, rho sweep, cases 1-2,
-    # every 2, mixed x 2
+    saq_cfg = yaml.safe_load((repo / "params.yaml").read_text())["method_cfg"]["saq"]
+    assert len(saq) == (len(saq_cfg["configs"]) * 2 + len(saq_cfg["rho_sweep"]) + 2
+                        + len(saq_cfg["every"]) + 2)  # widths x protocols, the rho sweep,
+    # cases 1-2, the efficiency schedules, the mixed policy x 2
+    rho = f"{saq_cfg['cases_rho']:g}"
     assert saq["saq-resnet20-W4A4-qat_saq"]["extra"]["forward_passes"] == 4  # 2 steps x 2
-    assert saq["saq-resnet20-W4A4-qat_saq-every2-rho0.1"]["extra"]["forward_passes"] == 3
-    assert saq["saq-resnet20-W4A4-qat_saq-case2-rho0.1"]["extra"]["step_options"] == {
-        "rho": 0.1, "case": 2}
+    assert saq[f"saq-resnet20-W4A4-qat_saq-every2-rho{rho}"]["extra"]["forward_passes"] == 3
+    assert saq[f"saq-resnet20-W4A4-qat_saq-case2-rho{rho}"]["extra"]["step_options"] == {
+        "rho": saq_cfg["cases_rho"], "case": 2, "perturb_space": saq_cfg["perturb_space"]}
     assert saq["saq-resnet20-mixed-qat_saq"]["policy"]["layers"] == w4eq["policy"]["layers"]
 
     (toy,) = [json.loads(p.read_text()) for p in (repo / "results/runs/toy-resnet20").glob("*")]
