@@ -188,6 +188,12 @@ def check(root: str | Path = ".") -> ResultsCheck:
 
 def main(argv: list[str] | None = None) -> int:
     root = Path(argv[0]) if argv else Path(".")
+    missing = [name for name in ("dvc.lock", "dvc.yaml", "params.yaml")
+               if not (root / name).is_file()]
+    if missing:
+        print(f"check-results: {root.resolve()} has no {', '.join(missing)}; run it from the "
+              "repository root (or pass that folder)", file=sys.stderr)
+        return 2
     result = check(root)
     print(result.report())
     return 0 if result.ok else 1

@@ -89,3 +89,11 @@ def test_records_without_a_cpu_in_a_stale_stage_are_listed_not_failed(repo):
     result = check(repo)
     assert result.ok, result.report()
     assert result.stale["toy@a"] == ["param scale", "records without provenance.cpu"]
+
+
+def test_outside_a_repository_is_a_clear_error(tmp_path, capsys):
+    from mpqbench.check_results import main
+
+    assert main([str(tmp_path)]) == 2
+    assert "has no dvc.lock, dvc.yaml, params.yaml; run it from the repository root" in (
+        capsys.readouterr().err)
