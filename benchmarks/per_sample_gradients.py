@@ -15,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import resnet20_and_cifar
+from benchmarks.common import resnet20_and_cifar, write_figures
 from mpqbench.cost import quantizable_layers
 from mpqbench.quant.fold import fold_batchnorm
 from mpqbench.sensitivity.gradients import per_sample_gradient_stats
@@ -45,10 +45,16 @@ def main() -> None:
     loop_s = results["loop of single backward"][0]
     print(f"ResNet-20 ({source}), {len(x)} images, {torch.get_num_threads()} threads")
     print(f"{'way':26s} {'seconds':>8s} {'images/s':>9s} {'speed-up':>9s} {'max rel diff':>13s}")
+    rows = []
     for way, (seconds, sq) in results.items():
         diff = max(abs(sq[n] - loop[n]) / abs(loop[n]) for n in layers)
         print(f"{way:26s} {seconds:8.2f} {len(x) / seconds:9.1f} {loop_s / seconds:9.2f} "
               f"{diff:13.2e}")
+        rows.append({"way": way, "seconds": round(seconds, 2),
+                     "images/s": round(len(x) / seconds, 1),
+                     "speed-up": round(loop_s / seconds, 2), "max rel diff": float(f"{diff:.2e}")})
+    write_figures("per_sample_gradients", "Per-sample gradient norms (Fisher / FIT metrics)",
+                  rows, {"images": len(x), "checkpoint": source})
 
 
 if __name__ == "__main__":

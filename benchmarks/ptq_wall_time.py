@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.common import resnet20_and_cifar
+from benchmarks.common import resnet20_and_cifar, write_figures
 from mpqbench.config import load_params, profile_settings
 from mpqbench.cost import layer_costs
 from mpqbench.evaluate import evaluate
@@ -37,6 +37,7 @@ def main() -> None:
           f"calibration images, AdaRound {config.adaround_iters} steps a layer; {device}")
     print(f"{'rounding':10s} {'fold+quant s':>12s} {'rounding s':>11s} {'calib s':>8s} "
           f"{'total s':>8s} {'top-1':>7s} {'FP top-1':>8s}")
+    rows = []
     for rounding in ROUNDINGS.names():
         result = run_ptq(model, bits, splits.train, splits.input_shape, rounding, config,
                          device, settings["seed"])
@@ -44,6 +45,15 @@ def main() -> None:
         s = result.seconds
         print(f"{rounding:10s} {s['fold_quantize_s']:12.2f} {s['rounding_s']:11.2f} "
               f"{s['calibrate_s']:8.2f} {s['total_s']:8.2f} {top1:7.2f} {fp:8.2f}")
+        rows.append({"rounding": rounding, "fold+quantize s": round(s["fold_quantize_s"], 2),
+                     "rounding s": round(s["rounding_s"], 2),
+                     "calibrate s": round(s["calibrate_s"], 2),
+                     "total s": round(s["total_s"], 2), "top-1": round(top1, 2),
+                     "FP top-1": round(fp, 2)})
+    write_figures("ptq_wall_time", "PTQ wall time, ResNet-20 W4A8", rows,
+                  {"profile": args.profile, "calibration images": config.calib_images,
+                   "AdaRound steps a layer": config.adaround_iters, "test images": args.images,
+                   "device": str(device), "checkpoint": source})
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import yaml
 
+from mpqbench.config import load_yaml
+
 
 def md5_file(path: Path) -> str:
     digest = hashlib.md5()
@@ -113,7 +115,7 @@ def _is_tracked(path: str, tracked: set[str]) -> bool:
 def _declared_stages(root: Path) -> set[str]:
     """Stage names of dvc.yaml with foreach expanded over params.yaml."""
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = load_yaml((root / "params.yaml").read_text())
     names = set()
     for name, body in stages.items():
         if "foreach" not in body:
@@ -130,7 +132,7 @@ def check(root: str | Path = ".") -> ResultsCheck:
     """Compare ``dvc.lock`` with the checkout at ``root`` (see the module doc)."""
     root = Path(root)
     lock = yaml.safe_load((root / "dvc.lock").read_text()).get("stages", {})
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = load_yaml((root / "params.yaml").read_text())
     tracked = _tracked(root)
     result = ResultsCheck(stages=len(lock))
     locked_outs: dict[str, str] = {}  # out path -> the stage that wrote it

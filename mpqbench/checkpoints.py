@@ -8,9 +8,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn as nn
 
+from mpqbench.artifacts import checksum_path, load_artifact, save_artifact
 from mpqbench.data import load_splits
 from mpqbench.errors import MpqbenchError
 from mpqbench.evaluate import evaluate
@@ -61,24 +61,22 @@ def make_fp_checkpoint(
                        resume_path=out_path.with_suffix(".resume"))
     adapted = evaluate(model, splits.test, desc="adapted", **test_kwargs)
     val = evaluate(model, splits.val, desc="adapted val", **test_kwargs)
+    timing = ("seconds", "images_per_s")  # kept out of the file: its bytes repeat with the run
     meta = {
         "model": model_name,
         "dataset": splits.dataset,
         "dataset_variant": splits.variant,
         "num_classes": splits.num_classes,
         "finetune": asdict(config),
-        "history": history,
-        "published_test": published.to_dict(),
-        "test": adapted.to_dict(),
-        "val": val.to_dict(),
-        "seconds": time.perf_counter() - start,
-        "provenance": provenance(settings["seed"], settings["profile"], device),
+        "history": [{k: v for k, v in epoch.items() if k not in timing} for epoch in history],
+        "published_test": _without(published.to_dict(), timing),
+        "test": _without(adapted.to_dict(), timing),
+        "val": _without(val.to_dict(), timing),
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".tmp")
-    torch.save({"state_dict": model.cpu().state_dict(), "meta": meta}, tmp)
-    tmp.replace(out_path)
+    digest = save_artifact({"state_dict": model.cpu().state_dict(), "meta": meta}, out_path)
     out_path.with_suffix(".resume").unlink(missing_ok=True)
+    checksum_path(out_path.with_suffix(".resume")).unlink(missing_ok=True)
     metrics = {
         "published_test_top1": published.top1,
         "test_top1": adapted.top1,
@@ -88,26 +86,39 @@ def make_fp_checkpoint(
         "finetune_epochs": config.epochs,
         "finetune_seconds": sum(h["seconds"] for h in history),
         "dataset_variant": splits.variant,
+        "sha256": digest,
+        "seconds": time.perf_counter() - start,
+        "provenance": provenance(settings["seed"], settings["profile"], device),
     }
     Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
     Path(metrics_path).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
 
 
+def _without(values: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k not in keys}
+
+
 def load_fp_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The adapted FP model (eval mode, CPU) and the metadata saved with it."""
+    """The adapted FP model (eval mode, CPU) and the metadata saved with it.
+
+    The file's sha256 is checked against the one written beside it (``NAME.pt.sha256``).
+    """
     path = Path(path)
+    fix = ("rebuild it with `dvc repro checkpoint` (or restore the committed copy: "
+           f"`git checkout -- {path} {checksum_path(path)}`)")
     if not path.is_file():
         raise MpqbenchError(
             f"no FP checkpoint at {path}; build it with `dvc repro checkpoint` "
             f"(or `python -m mpqbench checkpoint --model NAME`)"
         )
+    blob = load_artifact(path, fix)
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
         meta = blob["meta"]
         model = build_model(meta["model"], meta["num_classes"])
         model.load_state_dict(blob["state_dict"])
-    except (KeyError, RuntimeError, OSError, EOFError) as exc:
-        raise MpqbenchError(f"{path} is not a usable mpqbench checkpoint ({exc}); rebuild it "
-                            f"with `dvc repro checkpoint`") from exc
+    except (KeyError, TypeError, RuntimeError, MpqbenchError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise MpqbenchError(f"{path} is not a usable mpqbench checkpoint ({detail}); {fix}"
+                            ) from exc
     return model.eval(), meta

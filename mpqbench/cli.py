@@ -7,14 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mpqbench.config import load_yaml
 from mpqbench.errors import MpqbenchError
 
 
 def _parameter(pairs: list[list[str]] | None) -> dict[str, Any]:
     """``-p key value`` pairs; values are read as YAML scalars (``3`` -> int, ``true`` -> bool)."""
-    return {key: yaml.safe_load(value) for key, value in (pairs or [])}
+    return {key: load_yaml(value) for key, value in (pairs or [])}
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -28,11 +27,30 @@ def cmd_data(args: argparse.Namespace) -> None:
     print(f"{meta.dataset} ({meta.variant}): {meta.counts} images written to {args.out}")
 
 
+def _checked_params(path: str) -> dict[str, Any]:
+    """params.yaml, after every key, type and name in it is checked (before any compute)."""
+    from mpqbench.config import load_params
+    from mpqbench.params_schema import check_params
+
+    params = load_params(path)
+    check_params(params, Path(path).parent)
+    return params
+
+
+def cmd_check_params(args: argparse.Namespace) -> None:
+    params = _checked_params(args.params)
+    if args.out:  # the params stage's output: the same bytes whenever the check passes
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("params.yaml passed mpqbench.params_schema.check_params\n")
+    print(f"{args.params}: every key, type and name checked (profile {params['profile']!r})")
+
+
 def cmd_checkpoint(args: argparse.Namespace) -> None:
     from mpqbench.checkpoints import make_fp_checkpoint
-    from mpqbench.config import load_params, profile_settings
+    from mpqbench.config import profile_settings
 
-    settings = profile_settings(args.profile, load_params(args.params))
+    settings = profile_settings(args.profile, _checked_params(args.params))
     out = args.out or f"checkpoints/{args.model}.pt"
     metrics = args.metrics or f"results/metrics/checkpoint-{args.model}.json"
     result = make_fp_checkpoint(args.model, settings, out, metrics, args.data_dir)
@@ -43,11 +61,11 @@ def cmd_checkpoint(args: argparse.Namespace) -> None:
 
 def cmd_policy_bank(args: argparse.Namespace) -> None:
     from mpqbench.baseline import load_context
-    from mpqbench.config import load_params, profile_settings
+    from mpqbench.config import profile_settings
     from mpqbench.policy_bank import build_policy_bank
 
     _known_model(args.model)
-    settings = profile_settings(args.profile, load_params(args.params))
+    settings = profile_settings(args.profile, _checked_params(args.params))
     model, _, splits, device = load_context(args.model, settings)
     out = args.out or f"results/policy_bank/{args.model}.json"
     bank = build_policy_bank(model, splits, args.model, settings, device, out)
@@ -72,12 +90,12 @@ def _distributed_context(args: argparse.Namespace):
 
     from mpqbench import distributed
     from mpqbench.baseline import load_context
-    from mpqbench.config import load_params, profile_settings
+    from mpqbench.config import profile_settings
     from mpqbench.cost import layer_costs
 
     _known_model(args.model)
     distributed.init()
-    settings = profile_settings(args.profile, load_params(args.params))
+    settings = profile_settings(args.profile, _checked_params(args.params))
     model, _, splits, device = load_context(args.model, settings)
     if device.type == "cuda":  # one GPU a process under torchrun
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -143,7 +161,11 @@ def cmd_limpq_indicators(args: argparse.Namespace) -> None:
 def cmd_notebook(args: argparse.Namespace) -> None:
     from mpqbench.notebook import run_notebook
 
-    path = run_notebook(args.source, args.out, _parameter(args.parameter), args.runs)
+    parameters = _parameter(args.parameter)
+    params_file = str(parameters.get("params_file", "params.yaml"))
+    if Path(params_file).is_file():
+        _checked_params(params_file)
+    path = run_notebook(args.source, args.out, parameters, args.runs)
     print(f"executed {args.source} -> {path}")
 
 
@@ -195,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an image-folder dataset's root (default: imagenet_root of --params)")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("check-params", help="check every key, type and name of params.yaml")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", default=None, help="a file written when the check passes (DVC)")
+    p.set_defaults(func=cmd_check_params)
 
     p = sub.add_parser("checkpoint", help="adapt the published FP model to the dataset variant")
     p.add_argument("--model", required=True)

@@ -73,44 +73,6 @@ def seed_groups(frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def accuracy_vs_cost(frame: pd.DataFrame, model: str, x: str = "size_mib"):
-    """Test top-1 against ``x`` (size_mib or bitops_g) for every run of ``model``: a marker
-    per allocator and protocol, the Pareto front as a line, uniform runs per protocol as
-    reference lines, FP dashed, seed spread as error bars."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    runs = seed_groups(frame[(frame.model == model) & (frame.method != "fp")])
-    fig, ax = plt.subplots(figsize=(9, 5))
-    uniform = runs[runs.allocator == "uniform"]
-    dashes = ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3))]
-    for i, (protocol, part) in enumerate(uniform.groupby("protocol")):
-        # the best uniform run at each cost (a protocol may hold several settings per width)
-        part = part.groupby(x, as_index=False)["top1"].max().sort_values(x)
-        ax.plot(part[x], part["top1"], color="grey", alpha=0.6, linewidth=1.2, marker=".",
-                linestyle=dashes[i % len(dashes)], label=f"uniform, {protocol}", zorder=1)
-    mixed = runs[runs.allocator != "uniform"]
-    if len(mixed):
-        sns.scatterplot(data=mixed, x=x, y="top1", hue="allocator", style="protocol", s=60,
-                        ax=ax, zorder=3)
-    spread = runs[runs.seeds > 1]
-    if len(spread):
-        ax.errorbar(spread[x], spread["top1"], yerr=spread["top1_std"], fmt="none",
-                    ecolor="black", capsize=3, zorder=2)
-    if len(runs):
-        front = pareto_front(runs, x)
-        ax.step(front[x], front["top1"], where="post", color="black", linewidth=1.5,
-                label="Pareto front", zorder=2)
-    fp = frame[(frame.model == model) & (frame.method == "fp")]
-    if len(fp):
-        ax.axhline(fp.top1.iloc[0], color="grey", linestyle="--", label="FP")
-    ax.set_xlabel({"size_mib": "weight size (MiB)", "bitops_g": "BitOps (G)"}.get(x, x))
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title(f"{model}: every run (PTQ and QAT), {x}")
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.tight_layout()
-    return fig
-
 
 def allocator_protocol_matrix(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows: (model, budget, allocator); columns: protocol; cells: mean test top-1. Reads

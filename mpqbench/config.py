@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,23 @@ from mpqbench.errors import MpqbenchError
 DEFAULT_PARAMS = Path("params.yaml")
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """YAML 1.1's safe loader, plus YAML 1.2 floats: ``1e-1`` and ``2E5`` are numbers, as DVC
+    (ruamel, YAML 1.2) reads them, not the strings PyYAML would make of them."""
+
+
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text the way params.yaml is read everywhere in the suite."""
+    return yaml.load(text, Loader=_ParamsLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """The whole params file as a dict."""
     path = Path(path)
@@ -19,8 +37,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
         raise MpqbenchError(
             f"params file {path} not found; run from the repository root or pass --params PATH"
         )
-    with path.open() as f:
-        params = yaml.safe_load(f)
+    params = load_yaml(path.read_text())
     if not isinstance(params, dict) or "profiles" not in params:
         raise MpqbenchError(f"{path} has no 'profiles' section; see the README for its layout")
     return params

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mpqbench.artifacts import load_artifact, save_artifact
 from mpqbench.data import Split
 from mpqbench.runtime import progress
 
@@ -61,7 +62,7 @@ def finetune(
     start_epoch = 0
     resume_path = Path(resume_path) if resume_path else None
     if resume_path is not None and resume_path.is_file():
-        saved = torch.load(resume_path, map_location="cpu", weights_only=True)
+        saved = load_artifact(resume_path, f"delete {resume_path} to start the fine-tuning over")
         if saved.get("config") == asdict(config):
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -96,13 +97,10 @@ def finetune(
             "images": seen,
         })
         if resume_path is not None:
-            resume_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = resume_path.with_suffix(".tmp")
-            torch.save({
+            save_artifact({
                 "config": asdict(config), "epoch": epoch + 1, "history": history,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-            }, tmp)
-            tmp.replace(resume_path)
+            }, resume_path)
     model.eval()
     return history

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from mpqbench.cost import IMAGE_INPUT_BITS
 from mpqbench.data import Split
 from mpqbench.errors import MpqbenchError
 from mpqbench.qat import fingerprint, qat_config
@@ -25,8 +26,6 @@ from mpqbench.quant.modules import MultiBitLsqQuantizer
 from mpqbench.quant.multibit import multibit_model
 from mpqbench.sensitivity.base import SensitivityTable
 from mpqbench.train import JointIndicatorStep, QatConfig, qat_train
-
-IMAGE_A_BITS = 8  # a searchable layer fed by the image: its input is 8-bit by nature
 
 
 @dataclass
@@ -152,7 +151,7 @@ def indicator_table(frame: pd.DataFrame, alpha: float = 2.0, seconds: float = 0.
         weights = group[group["kind"] == "weight"]
         acts = group[group["kind"] == "activation"]
         act_choices = [(int(r.bits), r.indicator) for r in acts.itertuples()] or [
-            (IMAGE_A_BITS, 0.0)]
+            (IMAGE_INPUT_BITS, 0.0)]
         for w in weights.itertuples():
             for a_bits, a_ind in act_choices:
                 rows.append({"layer": layer, "w_bits": int(w.bits), "a_bits": a_bits,

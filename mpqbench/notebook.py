@@ -7,6 +7,10 @@ non-zero.
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ import nbformat
 
 from mpqbench.errors import MpqbenchError
 from mpqbench.results import load_runs
+from mpqbench.runtime import PROGRESS_FILE_ENV
 
 VOLATILE_NOTEBOOK_KEYS = ("start_time", "end_time", "duration", "exception")
 VOLATILE_CELL_KEYS = ("start_time", "end_time", "duration", "exception", "status")
@@ -65,6 +70,20 @@ def render_html(nb: nbformat.NotebookNode, path: Path) -> None:
     path.write_text(body, encoding="utf-8")
 
 
+def _relay_progress(log: Path, name: str, stop: threading.Event, every_s: float = 1.0) -> None:
+    """Copy the kernel's progress bars from ``log`` to this process's stderr, line by line,
+    each prefixed with the notebook's name, until ``stop`` is set (then once more)."""
+    with log.open() as f:
+        while True:
+            finished = stop.wait(every_s)
+            text = f.read()
+            for line in text.replace("\r", "\n").splitlines():
+                if line.strip():
+                    print(f"[{name}] {line.strip()}", file=sys.stderr, flush=True)
+            if finished:
+                return
+
+
 def run_notebook(
     source: str | Path,
     out_dir: str | Path,
@@ -84,22 +103,37 @@ def run_notebook(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)  # papermill does not, and DVC removed it
     name = source.stem
-    input_path = out_dir / f".{name}.source.ipynb"
     output_path = out_dir / f"{name}.ipynb"
-    nbformat.write(read_source(source), input_path)
     parameters = dict(parameters)
     if runs_dir is not None:
         parameters["runs_dir"] = str(runs_dir)
     failure: Exception | None = None
-    try:
-        papermill.execute_notebook(
-            str(input_path), str(output_path), parameters=parameters, kernel_name=kernel,
-            cwd=str(cwd), progress_bar=False, log_output=False,
-        )
-    except papermill.PapermillExecutionError as exc:
-        failure = exc
-    finally:
-        input_path.unlink(missing_ok=True)
+    # the source copy and the progress log live outside out_dir: a killed run leaves nothing
+    # there that DVC would hash
+    with tempfile.TemporaryDirectory(prefix="mpqbench-notebook-") as scratch:
+        input_path = Path(scratch) / f"{name}.source.ipynb"
+        nbformat.write(read_source(source), input_path)
+        log = Path(scratch) / "progress.log"
+        log.touch()
+        previous = os.environ.get(PROGRESS_FILE_ENV)
+        os.environ[PROGRESS_FILE_ENV] = str(log)
+        stop = threading.Event()
+        relay = threading.Thread(target=_relay_progress, args=(log, name, stop), daemon=True)
+        relay.start()
+        try:
+            papermill.execute_notebook(
+                str(input_path), str(output_path), parameters=parameters, kernel_name=kernel,
+                cwd=str(cwd), progress_bar=False, log_output=False,
+            )
+        except papermill.PapermillExecutionError as exc:
+            failure = exc
+        finally:
+            stop.set()
+            relay.join()
+            if previous is None:
+                os.environ.pop(PROGRESS_FILE_ENV, None)
+            else:
+                os.environ[PROGRESS_FILE_ENV] = previous
     nb = strip_volatile(nbformat.read(output_path, as_version=4))
     nbformat.write(nb, output_path)
     render_html(nb, out_dir / f"{name}.html")

@@ -17,7 +17,9 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from mpqbench.config import load_yaml
 from mpqbench.errors import MpqbenchError
+from mpqbench.params_schema import check_params
 
 REPLACE_KEY = "replace"
 
@@ -49,7 +51,7 @@ def parse_set(pair: str) -> tuple[list[str], Any]:
         raise MpqbenchError(
             f"--set {pair!r}: expected KEY=VALUE, e.g. imagenet_root=/data/imagenet")
     try:
-        return key.split("."), yaml.safe_load(raw)
+        return key.split("."), load_yaml(raw)
     except yaml.YAMLError as exc:
         raise MpqbenchError(f"--set {pair!r}: the value is not YAML ({exc})") from exc
 
@@ -86,6 +88,7 @@ def check_suite(params: dict[str, Any], repo: str | Path = ".") -> None:
         raise MpqbenchError(f"profile {params.get('profile')!r} is not defined under profiles")
     if spec.image_folder:
         folder_root(spec, params.get("imagenet_root"))
+    check_params(params, repo)  # every other key, type and name
 
 
 def apply_overlay(
@@ -109,7 +112,7 @@ def apply_overlay(
     for pair in sets or []:
         keys, value = parse_set(pair)
         changed += _merge(params, _nest(keys, value), {".".join(keys)})
-    plain = yaml.safe_load(_dump(rt, params))
+    plain = load_yaml(_dump(rt, params))
     check_suite(plain, params_path.parent)
     params_path.write_text(_dump(rt, params))
     return changed

@@ -15,6 +15,8 @@ run's seed; their labels are not used.
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -107,33 +109,6 @@ def round_nearest(qmodel: nn.Module, fp_model: nn.Module, batches: list[torch.Te
     return {}
 
 
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass once the wanted tensor is captured."""
-
-
-@torch.no_grad()
-def _capture(model: nn.Module, layer: str, batches: list[torch.Tensor], what: str) -> torch.Tensor:
-    """The input (``what="input"``) or output of ``layer`` for every batch, concatenated."""
-    captured: list[torch.Tensor] = []
-    module = model.get_submodule(layer)
-
-    def hook(mod, inputs, output=None):
-        captured.append((inputs[0] if what == "input" else output).detach())
-        raise _Stop
-
-    handle = (module.register_forward_pre_hook(hook) if what == "input"
-              else module.register_forward_hook(hook))
-    try:
-        for x in batches:
-            try:
-                model(x)
-            except _Stop:
-                pass
-    finally:
-        handle.remove()
-    return torch.cat(captured)
-
-
 def _layer_forward(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if isinstance(module, nn.Conv2d):
         return module._conv_forward(x, weight, module.bias)
@@ -192,10 +167,77 @@ def adaround_layer(module: QuantMixin, inputs: torch.Tensor, targets: torch.Tens
     return {"reconstruction": reconstruction.item(), "flipped_vs_nearest": changed}
 
 
+class _FpTargets:
+    """The FP model's output of each layer, produced in forward order by a second thread.
+
+    The FP forward pass runs once over all calibration images; a bounded queue makes it wait
+    until the quantized model has consumed each layer's output, so at most two layers' outputs
+    are held at a time.
+    """
+
+    def __init__(self, fp_model: nn.Module, names: list[str], images: torch.Tensor) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._handles = [fp_model.get_submodule(name).register_forward_hook(self._hook(name))
+                         for name in names]
+        self._thread = threading.Thread(target=self._run, args=(fp_model, images), daemon=True)
+        self._thread.start()
+
+    def _hook(self, name: str):
+        def put(module: nn.Module, inputs, output: torch.Tensor) -> None:
+            while not self._stop.is_set():
+                try:
+                    self._queue.put((name, output.detach()), timeout=0.5)
+                    return
+                except queue.Full:
+                    continue
+            raise _Cancelled
+        return put
+
+    def _run(self, fp_model: nn.Module, images: torch.Tensor) -> None:
+        try:
+            with torch.no_grad():
+                fp_model(images)
+        except _Cancelled:
+            return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._queue.put(("", exc))
+
+    def next(self, name: str) -> torch.Tensor:
+        got, value = self._queue.get()
+        if isinstance(value, BaseException):
+            raise MpqbenchError(f"the FP model failed while producing AdaRound targets: "
+                                f"{value}") from value
+        if got != name:
+            raise MpqbenchError(f"AdaRound expected the FP output of {name}, got {got}; the "
+                                f"two models do not run their layers in the same order")
+        return value
+
+    def close(self) -> None:
+        self._stop.set()
+        for handle in self._handles:
+            handle.remove()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
+
+class _Cancelled(Exception):
+    """Ends the FP thread's forward pass when the quantized side stops early."""
+
+
 @ROUNDINGS.register("adaround")
 def round_adaround(qmodel: nn.Module, fp_model: nn.Module, batches: list[torch.Tensor],
                    config: PtqConfig, seed: int) -> LayerStats:
     """AdaRound every quantized layer, in forward order, inputs from the rounded model.
+
+    One forward pass of the quantized model over all calibration images: a pre-hook on each
+    layer learns that layer's rounding from the input it receives (so from the layers before
+    it, already rounded) and the FP model's output of the same layer (``_FpTargets``), then the
+    pass goes on with the rounded weights. Cost: one forward of each model plus the rounding
+    steps, linear in depth.
 
     Returns, per layer, the last step's reconstruction error and the fraction of weights
     rounded differently from nearest.
@@ -203,10 +245,32 @@ def round_adaround(qmodel: nn.Module, fp_model: nn.Module, batches: list[torch.T
     generator = torch.Generator().manual_seed(seed)
     stats: LayerStats = {}
     layers = [(name, m) for name, m in quant_layers(qmodel) if m.weight_quantizer is not None]
-    for name, module in progress(layers, "AdaRound", total=len(layers)):
-        inputs = _capture(qmodel, name, batches, "input")
-        targets = _capture(fp_model, name, batches, "output")
-        stats[name] = adaround_layer(module, inputs, targets, config, generator)
+    images = torch.cat(batches)
+    bar = progress(range(len(layers)), "AdaRound", total=len(layers))
+    ticks = iter(bar)
+    targets = _FpTargets(fp_model, [name for name, _ in layers], images)
+
+    def learn(name: str, module: QuantMixin):
+        def hook(mod: nn.Module, inputs) -> None:
+            with torch.enable_grad():
+                stats[name] = adaround_layer(module, inputs[0].detach(), targets.next(name),
+                                             config, generator)
+            next(ticks, None)
+        return hook
+
+    handles = [module.register_forward_pre_hook(learn(name, module)) for name, module in layers]
+    try:
+        with torch.no_grad():
+            qmodel(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+        targets.close()
+        for _ in ticks:  # closes the bar
+            pass
+    missing = [name for name, _ in layers if name not in stats]
+    if missing:
+        raise MpqbenchError(f"AdaRound never reached layers {missing} in the forward pass")
     return stats
 
 

@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from mpqbench.errors import MpqbenchError
@@ -190,3 +191,10 @@ def find_model_run(source: dict[str, str] | None, model: str) -> RunRecord | Non
     except (KeyError, IndexError, ValueError) as exc:
         raise MpqbenchError(f"{source!r}: only {{model}} may appear in braces ({exc!r})") from exc
     return find_run(runs_dir, run_id)
+
+
+def policy_bits(runs: list[RunRecord], layer_order: list[str], key: str = "w_bits"
+                ) -> pd.DataFrame:
+    """Layers x runs: each run's ``w_bits`` (or ``a_bits``) per layer, columns by run_id."""
+    return pd.DataFrame({run.run_id: {name: bits[key] for name, bits in run.policy["layers"]
+                                      .items()} for run in runs if run.policy}).loc[layer_order]

@@ -6,7 +6,7 @@ import os
 import random
 import sys
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import TextIO, TypeVar
 
 import numpy as np
 import torch
@@ -35,6 +35,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+PROGRESS_FILE_ENV = "MPQBENCH_PROGRESS_FILE"
+_progress_streams: dict[str, TextIO] = {}
+
+
+def _progress_stream() -> tuple[TextIO, bool]:
+    """Where bars go, and whether it is a terminal.
+
+    Inside a notebook run by ``mpqbench.notebook`` the runner names a file in
+    ``MPQBENCH_PROGRESS_FILE`` and copies it to the terminal of ``dvc repro``, so that bars
+    never land in the rendered notebook.
+    """
+    path = os.environ.get(PROGRESS_FILE_ENV)
+    if not path:
+        return sys.stderr, sys.stderr.isatty()
+    if path not in _progress_streams:
+        _progress_streams[path] = open(path, "a", buffering=1)  # noqa: SIM115 (kept open)
+    return _progress_streams[path], False
+
+
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, **kwargs) -> Iterable[T]:
     """A plain-text tqdm bar (no widgets); throttled when not writing to a terminal.
 
@@ -44,7 +63,7 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None, **kwarg
 
     if os.environ.get("MPQBENCH_PROGRESS") == "off":
         return iterable
-    interactive = sys.stderr.isatty()
+    stream, interactive = _progress_stream()
     return tqdm(
         iterable,
         desc=desc,
@@ -52,6 +71,6 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None, **kwarg
         mininterval=0.2 if interactive else 15.0,
         dynamic_ncols=interactive,
         ascii=not interactive,
-        file=sys.stderr,
+        file=stream,
         **kwargs,
     )

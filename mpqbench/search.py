@@ -1,4 +1,4 @@
-"""Bit allocation: an ILP on PuLP's CBC, a Pareto DP, random and uniform policies.
+"""Bit allocation: an ILP (HiGHS in process, or CBC), a Pareto DP, random and uniform policies.
 
 The ILP (as in HAWQ-V3, Yao et al. 2021, and LIMPQ, Tang et al. 2022): binary ``x[l, c]`` for
 every searchable layer ``l`` and choice ``c = (w_bits, a_bits)``, ``sum_c x[l, c] = 1``,
@@ -8,11 +8,15 @@ add constants to each limit. Tied layers take the same choice.
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import highspy
+import numpy as np
 import pandas as pd
 import pulp
 
@@ -55,11 +59,8 @@ def _check_feasible(limits: list[Limit], searchable: list[LayerCost], fixed_laye
         smallest += sum(min(limit.coefficient(layer, *c) for c, _ in choices[layer.name])
                         for layer in searchable)
         if smallest > limit.bound * (1 + 1e-9):
-            raise MpqbenchError(
-                f"budget {limit.name} = {limit.bound / limit.scale:.6g} {limit.unit} is "
-                f"infeasible: the smallest feasible value is {smallest / limit.scale:.6g} "
-                f"{limit.unit} (every searchable layer at its cheapest choice)"
-            )
+            raise MpqbenchError(limit.infeasible_message(
+                smallest, "every searchable layer at its cheapest choice"))
 
 
 def _prepare(table: pd.DataFrame, layers: list[LayerCost], budget: Budget, fixed: Bits):
@@ -78,6 +79,170 @@ def _prepare(table: pd.DataFrame, layers: list[LayerCost], budget: Budget, fixed
     return choices, searchable, fixed_layers, limits
 
 
+@dataclass
+class _IlpModel:
+    """The ILP in matrix form: ``x`` binary, rows ``lower <= A x <= upper``, minimize ``cost.x``.
+
+    Columns are ``(layer, choice)`` in the order of ``columns``; rows are one-choice-per-layer
+    equalities, one row per limit (divided by its bound), and one equality per tied pair of
+    choices.
+    """
+
+    columns: list[tuple[str, tuple[int, int]]]
+    cost: list[float]
+    rows: list[dict[int, float]]
+    lower: list[float]
+    upper: list[float]
+
+
+def _ilp_model(choices, searchable: list[LayerCost], fixed_layers: list[LayerCost], fixed: Bits,
+               limits: list[Limit], ties: Iterable[Iterable[str]]) -> _IlpModel:
+    columns = [(layer.name, c) for layer in searchable for c, _ in choices[layer.name]]
+    index = {column: i for i, column in enumerate(columns)}
+    cost = [score for layer in searchable for _, score in choices[layer.name]]
+    rows: list[dict[int, float]] = []
+    lower: list[float] = []
+    upper: list[float] = []
+    for layer in searchable:
+        rows.append({index[layer.name, c]: 1.0 for c, _ in choices[layer.name]})
+        lower.append(1.0)
+        upper.append(1.0)
+    for limit in limits:
+        constant = sum(limit.coefficient(layer, *fixed[layer.name]) for layer in fixed_layers)
+        # each limit row divided by its bound: the solvers' feasibility tolerances are then
+        # relative to the budget, whatever its unit and size
+        rows.append({index[layer.name, c]: limit.coefficient(layer, *c) / limit.bound
+                     for layer in searchable for c, _ in choices[layer.name]})
+        lower.append(-float("inf"))
+        upper.append((limit.bound - constant) / limit.bound + 1e-9)
+    for group in ties:
+        group = list(group)
+        for other in group[1:]:
+            if [c for c, _ in choices[other]] != [c for c, _ in choices[group[0]]]:
+                raise MpqbenchError(f"tied layers {group[0]} and {other} have different choices")
+            for c, _ in choices[group[0]]:
+                rows.append({index[group[0], c]: 1.0, index[other, c]: -1.0})
+                lower.append(0.0)
+                upper.append(0.0)
+    return _IlpModel(columns, cost, rows, lower, upper)
+
+
+def _quiet_highs() -> highspy.Highs:
+    """A HiGHS instance without its banner, which HiGHS prints from C on file descriptor 1."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        return highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _solve_highs(model: _IlpModel, time_limit_s: float | None) -> tuple[str, list[float]]:
+    """HiGHS in process (Huangfu and Hall 2018), gaps at zero so that the optimum is exact."""
+    n = len(model.columns)
+    lp = highspy.HighsLp()
+    lp.num_col_ = n
+    lp.num_row_ = len(model.rows)
+    lp.col_cost_ = np.asarray(model.cost, dtype=float)
+    lp.col_lower_ = np.zeros(n)
+    lp.col_upper_ = np.ones(n)
+    lp.row_lower_ = np.asarray(model.lower, dtype=float)
+    lp.row_upper_ = np.asarray(model.upper, dtype=float)
+    by_column: list[list[tuple[int, float]]] = [[] for _ in range(n)]
+    for r, row in enumerate(model.rows):
+        for j, value in row.items():
+            by_column[j].append((r, value))
+    starts, indices, values = [0], [], []
+    for entries in by_column:
+        indices.extend(r for r, _ in entries)
+        values.extend(v for _, v in entries)
+        starts.append(len(indices))
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.asarray(starts, dtype=np.int32)
+    lp.a_matrix_.index_ = np.asarray(indices, dtype=np.int32)
+    lp.a_matrix_.value_ = np.asarray(values, dtype=float)
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * n
+    highs = _quiet_highs()
+    # restarts cost most of the time on these multiple-choice knapsacks (measured in
+    # benchmarks/ilp_solve_time.py) and do not change the optimum
+    for option, value in (("output_flag", False), ("threads", 1), ("mip_rel_gap", 0.0),
+                          ("mip_abs_gap", 0.0), ("random_seed", 0),
+                          ("mip_allow_restart", False)):
+        highs.setOptionValue(option, value)
+    if time_limit_s is not None:
+        highs.setOptionValue("time_limit", float(time_limit_s))
+    highs.passModel(lp)
+    highs.run()
+    status = highs.getModelStatus()
+    if status != highspy.HighsModelStatus.kOptimal:
+        return highs.modelStatusToString(status), []
+    return "Optimal", list(highs.getSolution().col_value)
+
+
+def _solve_cbc(model: _IlpModel, time_limit_s: float | None) -> tuple[str, list[float]]:
+    """CBC through PuLP (an MPS file and the ``cbc`` binary): the named alternative."""
+    problem = pulp.LpProblem("bit_allocation", pulp.LpMinimize)
+    x = [pulp.LpVariable(f"x_{j}", cat="Binary") for j in range(len(model.columns))]
+    problem += pulp.lpSum(c * x[j] for j, c in enumerate(model.cost))
+    for row, lower, upper in zip(model.rows, model.lower, model.upper, strict=True):
+        expression = pulp.lpSum(value * x[j] for j, value in row.items())
+        if lower == upper:
+            problem += expression == upper
+        else:
+            problem += expression <= upper
+    problem.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, threads=1))
+    status = pulp.LpStatus[problem.status]
+    if status != "Optimal" or problem.sol_status != pulp.LpSolutionOptimal:
+        return f"{status} (solution status {problem.sol_status})", []
+    return "Optimal", [v.value() for v in x]
+
+
+ILP_BACKENDS: dict[str, Callable[[_IlpModel, float | None], tuple[str, list[float]]]] = {
+    "ilp": _solve_highs, "ilp-cbc": _solve_cbc}
+
+
+def _solve_ilp_with(
+    backend: str,
+    table: pd.DataFrame,
+    layers: list[LayerCost],
+    budget: Budget,
+    fixed: Bits | None = None,
+    ties: Iterable[Iterable[str]] = (),
+    time_limit_s: float | None = None,
+) -> SearchResult:
+    fixed = dict(fixed or {})
+    choices, searchable, fixed_layers, limits = _prepare(table, layers, budget, fixed)
+    start = time.perf_counter()
+    model = _ilp_model(choices, searchable, fixed_layers, fixed, limits, ties)
+    status, values = ILP_BACKENDS[backend](model, time_limit_s)
+    seconds = time.perf_counter() - start
+    if status != "Optimal":
+        raise MpqbenchError(
+            f"the ILP ({backend}) ended with status {status!r}; loosen the budget "
+            f"(limits: {budget.describe()}) or check tied layers")
+    bits: Bits = dict(fixed)
+    scores = {(layer.name, c): s for layer in searchable for c, s in choices[layer.name]}
+    objective = 0.0
+    for (name, c), value in zip(model.columns, values, strict=True):
+        if value > 0.5:
+            if name in bits:
+                raise MpqbenchError(f"the ILP ({backend}) chose two bit pairs for {name}")
+            bits[name] = c
+            objective += scores[name, c]
+    missed = [layer.name for layer in searchable if layer.name not in bits]
+    if missed:
+        raise MpqbenchError(f"the ILP ({backend}) chose no bit pair for {missed}")
+    totals = {f"{lim.name} ({lim.unit})": lim.total(layers, bits) / lim.scale for lim in limits}
+    for lim in limits:  # re-check through cost_summary, not the coefficients used above
+        if lim.recount(layers, bits) > lim.bound * (1 + 1e-6):
+            raise MpqbenchError(f"the solver's policy breaks the {lim.name} budget")
+    return SearchResult(bits, objective, status, seconds, backend, totals)
+
+
 def solve_ilp(
     table: pd.DataFrame,
     layers: list[LayerCost],
@@ -86,61 +251,26 @@ def solve_ilp(
     ties: Iterable[Iterable[str]] = (),
     time_limit_s: float | None = None,
 ) -> SearchResult:
-    """Minimize the summed score of one choice per searchable layer under ``budget``.
+    """Minimize the summed score of one choice per searchable layer under ``budget`` (HiGHS).
 
     ``table``: a SensitivityTable (columns layer, w_bits, a_bits, score; lower is better)
     covering every layer not in ``fixed``; ``fixed``: ``{layer: (w_bits, a_bits)}`` outside
-    the search but inside every limit. Anything but an optimal solve raises.
+    the search but inside every limit. Solved in process by HiGHS with both MIP gaps at zero;
+    ``seconds`` counts building the model and solving it. Anything but an optimal solve raises.
     """
-    fixed = dict(fixed or {})
-    choices, searchable, fixed_layers, limits = _prepare(table, layers, budget, fixed)
+    return _solve_ilp_with("ilp", table, layers, budget, fixed, ties, time_limit_s)
 
-    start = time.perf_counter()
-    problem = pulp.LpProblem("bit_allocation", pulp.LpMinimize)
-    x = {
-        (layer.name, c): pulp.LpVariable(f"x_{i}_{j}", cat="Binary")
-        for i, layer in enumerate(searchable)
-        for j, (c, _) in enumerate(choices[layer.name])
-    }
-    problem += pulp.lpSum(score * x[layer.name, c] for layer in searchable
-                          for c, score in choices[layer.name])
-    for layer in searchable:
-        problem += pulp.lpSum(x[layer.name, c] for c, _ in choices[layer.name]) == 1
-    for limit in limits:
-        constant = sum(limit.coefficient(layer, *fixed[layer.name]) for layer in fixed_layers)
-        # constraints in the limit's reporting unit keep CBC's coefficients well scaled
-        problem += pulp.lpSum(
-            limit.coefficient(layer, *c) / limit.scale * x[layer.name, c]
-            for layer in searchable for c, _ in choices[layer.name]
-        ) <= (limit.bound - constant) / limit.scale + 1e-9
-    for group in ties:
-        group = list(group)
-        for other in group[1:]:
-            if [c for c, _ in choices[other]] != [c for c, _ in choices[group[0]]]:
-                raise MpqbenchError(f"tied layers {group[0]} and {other} have different choices")
-            for c, _ in choices[group[0]]:
-                problem += x[group[0], c] == x[other, c]
-    solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, threads=1)
-    problem.solve(solver)
-    seconds = time.perf_counter() - start
-    status = pulp.LpStatus[problem.status]
-    if status != "Optimal" or problem.sol_status != pulp.LpSolutionOptimal:
-        raise MpqbenchError(
-            f"the ILP ended with status {status!r} (solution status {problem.sol_status}); "
-            f"loosen the budget (limits: {budget.describe()}) or check tied layers"
-        )
-    bits: Bits = dict(fixed)
-    objective = 0.0
-    for layer in searchable:
-        chosen = [(c, s) for c, s in choices[layer.name] if x[layer.name, c].value() > 0.5]
-        (c, s), = chosen
-        bits[layer.name] = c
-        objective += s
-    totals = {f"{lim.name} ({lim.unit})": lim.total(layers, bits) / lim.scale for lim in limits}
-    for lim in limits:  # re-check through cost_summary, not the coefficients used above
-        if lim.recount(layers, bits) > lim.bound * (1 + 1e-6):
-            raise MpqbenchError(f"the solver's policy breaks the {lim.name} budget")
-    return SearchResult(bits, objective, status, seconds, "ilp-cbc", totals)
+
+def solve_ilp_cbc(
+    table: pd.DataFrame,
+    layers: list[LayerCost],
+    budget: Budget,
+    fixed: Bits | None = None,
+    ties: Iterable[Iterable[str]] = (),
+    time_limit_s: float | None = None,
+) -> SearchResult:
+    """The same ILP as ``solve_ilp``, solved by CBC through PuLP (a subprocess per solve)."""
+    return _solve_ilp_with("ilp-cbc", table, layers, budget, fixed, ties, time_limit_s)
 
 
 def uniform_bits(layers: list[LayerCost], w_bits: int, a_bits: int,
@@ -161,6 +291,64 @@ def _size_bound(budget: Budget, layers: list[LayerCost], fixed: Bits) -> float:
     return min(lim.bound for lim in limits)
 
 
+def _pareto_frontier(options: list[list[tuple[int, float]]], bound: float) -> list[int]:
+    """The index of the chosen option of each layer: minimum summed score, summed size <= bound.
+
+    ``options[l]``: (size in weight bits, score) of each choice of layer ``l``. The frontier of
+    partial policies holds, for each size, only a policy that scores strictly better than every
+    smaller one. Two more prunings keep it short on deep models: a partial policy that cannot
+    stay within ``bound`` even with every later layer at its smallest option is dropped, and so
+    is one whose score plus the best later scores exceeds a known complete policy (the partial
+    policy that completes best with every later layer at its smallest option). Ties on score go
+    to the smaller size, then to the lexicographically earlier list of picks.
+    """
+    count = len(options)
+    smallest_size = [min(size for size, _ in layer) for layer in options]
+    smallest_score = [min((size, score) for size, score in layer)[1] for layer in options]
+    best_score = [min(score for _, score in layer) for layer in options]
+    rest_size = np.zeros(count + 1, dtype=np.int64)
+    rest_small_score = np.zeros(count + 1)
+    rest_best_score = np.zeros(count + 1)
+    for i in range(count - 1, -1, -1):
+        rest_size[i] = rest_size[i + 1] + smallest_size[i]
+        rest_small_score[i] = rest_small_score[i + 1] + smallest_score[i]
+        rest_best_score[i] = rest_best_score[i + 1] + best_score[i]
+    size = np.zeros(1, dtype=np.int64)
+    score = np.zeros(1)
+    order = np.zeros(1, dtype=np.int64)  # rank of each partial policy's picks, lexicographic
+    parents: list[np.ndarray] = []
+    chosen: list[np.ndarray] = []
+    for i, layer in enumerate(options):
+        sizes = np.array([s for s, _ in layer], dtype=np.int64)
+        scores = np.array([s for _, s in layer])
+        grown_size = (size[:, None] + sizes[None, :]).ravel()
+        grown_score = (score[:, None] + scores[None, :]).ravel()
+        parent = np.repeat(np.arange(len(size)), len(layer))
+        pick = np.tile(np.arange(len(layer)), len(size))
+        keep = grown_size + rest_size[i + 1] <= bound
+        incumbent = np.min(np.where(keep, grown_score + rest_small_score[i + 1], np.inf))
+        keep &= grown_score + rest_best_score[i + 1] <= incumbent + 1e-9 * (1 + abs(incumbent))
+        grown_size, grown_score = grown_size[keep], grown_score[keep]
+        parent, pick = parent[keep], pick[keep]
+        lexical = order[parent] * len(layer) + pick
+        by_size = np.lexsort((lexical, grown_score, grown_size))
+        sorted_score = grown_score[by_size]
+        better = np.empty(len(by_size), dtype=bool)
+        better[:1] = True
+        better[1:] = sorted_score[1:] < np.minimum.accumulate(sorted_score)[:-1]
+        kept = by_size[better]
+        size, score = grown_size[kept], grown_score[kept]
+        parents.append(parent[kept])
+        chosen.append(pick[kept])
+        order = np.argsort(np.argsort(lexical[kept], kind="stable"), kind="stable")
+    best = int(np.lexsort((order, size, score))[0])
+    picks = []
+    for i in range(count - 1, -1, -1):
+        picks.append(int(chosen[i][best]))
+        best = int(parents[i][best])
+    return picks[::-1]
+
+
 def solve_pareto(
     table: pd.DataFrame, layers: list[LayerCost], budget: Budget, fixed: Bits | None = None,
 ) -> SearchResult:
@@ -177,21 +365,14 @@ def solve_pareto(
         layer.params * fixed[layer.name][0] for layer in fixed_layers)
 
     start = time.perf_counter()
-    frontier: list[tuple[int, float, tuple[int, ...]]] = [(0, 0.0, ())]  # size, score, picks
-    for layer in searchable:
-        options = choices[layer.name]
-        grown = [(size + layer.params * c[0], score + s, picks + (j,))
-                 for size, score, picks in frontier for j, (c, s) in enumerate(options)
-                 if size + layer.params * c[0] <= bound]
-        grown.sort(key=lambda item: (item[0], item[1], item[2]))
-        frontier = []
-        for item in grown:
-            if not frontier or item[1] < frontier[-1][1]:
-                frontier.append(item)
-    size, objective, picks = min(frontier, key=lambda item: (item[1], item[0], item[2]))
+    picks = _pareto_frontier(
+        [[(layer.params * c[0], s) for c, s in choices[layer.name]] for layer in searchable],
+        bound)
     bits: Bits = dict(fixed)
+    objective = 0.0
     for layer, j in zip(searchable, picks, strict=True):
         bits[layer.name] = choices[layer.name][j][0]
+        objective += choices[layer.name][j][1]
     seconds = time.perf_counter() - start
     totals = {f"{lim.name} ({lim.unit})": lim.recount(layers, bits) / lim.scale for lim in limits}
     return SearchResult(bits, objective, "Optimal", seconds, "pareto-dp", totals)
@@ -248,8 +429,14 @@ def best_uniform(
         bits = uniform_bits(layers, w, a, fixed)
         if all(lim.total(layers, bits) <= lim.bound * (1 + 1e-9) for lim in limits):
             return bits
+    broken = []
+    for lim in limits:
+        smallest = min(lim.total(layers, uniform_bits(layers, w, a, fixed)) for w, a in choices)
+        if smallest > lim.bound * (1 + 1e-9):
+            broken.append(lim.infeasible_message(smallest, "for a uniform policy"))
+    detail = "; ".join(broken) or "the limits pull towards different choices"
     raise MpqbenchError(f"no uniform choice among {sorted(set(choices))} meets "
-                        f"{budget.describe()}")
+                        f"{budget.describe()}: {detail}")
 
 
 def _scored(table: pd.DataFrame, layers: list[LayerCost], bits: Bits, fixed: Bits, solver: str,
@@ -285,6 +472,7 @@ def solve_uniform(table: pd.DataFrame, layers: list[LayerCost], budget: Budget,
 
 SOLVERS: Registry[Callable[..., SearchResult]] = Registry("solver")
 SOLVERS.add("ilp", solve_ilp)
+SOLVERS.add("ilp-cbc", solve_ilp_cbc)
 SOLVERS.add("pareto", solve_pareto)
 SOLVERS.add("random", solve_random)
 SOLVERS.add("uniform", solve_uniform)
@@ -292,7 +480,7 @@ SOLVERS.add("uniform", solve_uniform)
 
 def search(solver: str, table: pd.DataFrame, layers: list[LayerCost], budget: Budget,
            fixed: Bits | None = None, **options) -> SearchResult:
-    """Run the solver registered as ``solver`` (ilp, pareto, random, uniform).
+    """Run the solver registered as ``solver`` (ilp, ilp-cbc, pareto, random, uniform).
 
     ``options``: ``ties`` and ``time_limit_s`` for the ILP, ``seed`` for random.
     """

@@ -17,10 +17,17 @@ import ast
 import sys
 from pathlib import Path
 
+from mpqbench.config import load_yaml
+
 EXEMPT = {"mpqbench/__init__.py", "mpqbench/cli.py", "mpqbench/__main__.py"}
+# figures only: a compute stage imports them to draw its notebook's plots, but its records do
+# not depend on them, so only the report stage lists them (a plot change re-runs the report)
+PLOTTING_ONLY = {"mpqbench/plots.py"}
+REPORT_STAGE = "report"
 
 # stage name -> entry file(s); ``{method}`` is a run's method (the ``run`` stage)
 STAGE_ENTRIES: dict[str, list[str]] = {
+    "params": ["mpqbench/params_schema.py"],
     "data": ["mpqbench/data.py"],
     "checkpoint": ["mpqbench/checkpoints.py"],
     "fp_baseline": ["notebooks/fp_baseline.py", "mpqbench/notebook.py"],
@@ -52,15 +59,19 @@ def _imported_modules(path: Path) -> set[str]:
     return found
 
 
-def import_closure(entries: list[str], root: str | Path = ".") -> set[str]:
+def import_closure(entries: list[str], root: str | Path = ".",
+                   skip: set[str] | frozenset[str] = frozenset()) -> set[str]:
     """Repository-relative paths of the files ``entries`` run: the entries and every
-    ``mpqbench`` module they import, transitively (parent packages' ``__init__`` too)."""
+    ``mpqbench`` module they import, transitively (parent packages' ``__init__`` too).
+
+    ``skip``: modules left out together with what only they import (``PLOTTING_ONLY`` for a
+    compute stage)."""
     root = Path(root)
     seen: set[Path] = set()
     todo = [root / entry for entry in entries]
     while todo:
         path = todo.pop()
-        if path in seen:
+        if path in seen or path.relative_to(root).as_posix() in skip:
             continue
         seen.add(path)
         for module in _imported_modules(path):
@@ -72,21 +83,26 @@ def import_closure(entries: list[str], root: str | Path = ".") -> set[str]:
     return {p.relative_to(root).as_posix() for p in seen} - EXEMPT
 
 
+def stage_closure(stage: str, entries: list[str], root: str | Path = ".") -> set[str]:
+    """What ``stage`` must depend on: its entries' closure, plotting modules only for the
+    report stage."""
+    return import_closure(entries, root, frozenset() if stage == REPORT_STAGE else PLOTTING_ONLY)
+
+
 def covered(path: str, deps: list[str]) -> bool:
     """True when ``path`` is one of ``deps`` or inside a folder among them."""
     return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
 
 
 def main(argv: list[str] | None = None) -> int:
-    import yaml
 
-    params = yaml.safe_load(Path("params.yaml").read_text())
+    params = load_yaml(Path("params.yaml").read_text())
     methods = sorted({run["method"] for run in (params.get("runs") or {}).values()})
     for stage, entries in STAGE_ENTRIES.items():
         expanded = ([e.format(method=m) for m in methods for e in entries]
                     if stage == "run" else entries)
         print(f"{stage}:")
-        for path in sorted(import_closure(expanded)):
+        for path in sorted(stage_closure(stage, expanded)):
             print(f"  - {path}")
     return 0
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from mpqbench import distributed
+from mpqbench.artifacts import checksum_path, load_artifact, save_artifact
 from mpqbench.data import Split
 from mpqbench.errors import MpqbenchError
 from mpqbench.quant.modules import dead_steps, quant_layers
@@ -241,7 +242,7 @@ def qat_train(
     done = 0
     resume_path = Path(resume_path) if resume_path else None
     if resume_path is not None and resume_path.is_file():
-        saved = torch.load(resume_path, map_location=device, weights_only=False)
+        saved = load_artifact(resume_path, f"delete {resume_path} to start the run over", device)
         if (saved.get("config") == asdict(config) and saved.get("step") == type(step).__name__
                 and saved.get("tag") == resume_tag):
             model.load_state_dict(saved["model"])
@@ -250,6 +251,7 @@ def qat_train(
             step.load_state_dict(saved["step_state"])
             step.forward_passes = saved["forward_passes"]
             history, done = saved["history"], saved["done"]
+            history.setdefault("dead_steps", {})
             print(f"resuming {desc} after step {done} of {config.epochs * per_epoch} "
                   f"from {resume_path}")
     forward = model
@@ -263,14 +265,12 @@ def qat_train(
     def save(done_steps: int) -> None:
         if resume_path is None or not distributed.is_main():
             return
-        resume_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = resume_path.with_suffix(".tmp")
-        torch.save({"config": asdict(config), "step": type(step).__name__, "tag": resume_tag,
-                    "done": done_steps,
-                    "history": history, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "step_state": step.state_dict(), "forward_passes": step.forward_passes}, tmp)
-        tmp.replace(resume_path)
+        save_artifact({"config": asdict(config), "step": type(step).__name__, "tag": resume_tag,
+                       "done": done_steps,
+                       "history": history, "model": model.state_dict(),
+                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                       "step_state": step.state_dict(), "forward_passes": step.forward_passes},
+                      resume_path)
 
     for epoch in range(done // per_epoch, config.epochs):
         model.train()
@@ -304,6 +304,7 @@ def qat_train(
         save(done)
     if resume_path is not None and distributed.is_main():  # finished: no state to go stale
         resume_path.unlink(missing_ok=True)
+        checksum_path(resume_path).unlink(missing_ok=True)
     model.eval()
     return history
 

@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt
 from mpqbench.baseline import method_setup
 from mpqbench.cost import Budget
 from mpqbench.mixed import mixed_ptq_run
-from mpqbench.report import sensitivity_heatmaps
+from mpqbench.plots import sensitivity_heatmaps
 from mpqbench.results import save_run
 from mpqbench.sensitivity import calibration_context, compute, metric_options
 

@@ -42,6 +42,7 @@ from mpqbench.baseline import method_setup
 from mpqbench.cost import Budget
 from mpqbench.data import DATASETS, calibration_subset
 from mpqbench.mixed import budget_label, mixed_ptq_run, uniform_reference_run
+from mpqbench.plots import accuracy_vs_size, correlation_scatter, image_grid, sensitivity_heatmaps
 from mpqbench.policy_bank import (
     load_policy_bank,
     measured_drops,
@@ -50,7 +51,6 @@ from mpqbench.policy_bank import (
 )
 from mpqbench.ptq import PtqConfig
 from mpqbench.quant.fold import fold_batchnorm
-from mpqbench.report import accuracy_vs_size, correlation_scatter, image_grid, sensitivity_heatmaps
 from mpqbench.results import save_run
 from mpqbench.search import search
 from mpqbench.sensitivity import SensitivityContext, calibration_context, compute

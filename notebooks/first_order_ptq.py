@@ -38,8 +38,8 @@ import seaborn as sns
 from mpqbench.baseline import method_setup
 from mpqbench.cost import Budget
 from mpqbench.mixed import budget_label, interpolated_budget, mixed_ptq_run, uniform_reference_run
-from mpqbench.report import accuracy_vs_size, policy_bits, sensitivity_heatmaps
-from mpqbench.results import load_runs, save_run
+from mpqbench.plots import accuracy_vs_size, sensitivity_heatmaps
+from mpqbench.results import load_runs, policy_bits, save_run
 from mpqbench.sensitivity import calibration_context, compute, metric_options, restrict_table
 from mpqbench.sensitivity.hessian_trace import trace_report
 from mpqbench.verdict import allocator_verdicts

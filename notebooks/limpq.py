@@ -46,8 +46,7 @@ from mpqbench.limpq import (
 )
 from mpqbench.mixed import budget_label
 from mpqbench.qat import loss_curve, qat_config, qat_policy_run
-from mpqbench.report import policy_bits
-from mpqbench.results import load_runs, save_run
+from mpqbench.results import load_runs, policy_bits, save_run
 from mpqbench.search import search, uniform_bits
 from mpqbench.verdict import limpq_verdicts
 

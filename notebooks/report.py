@@ -30,7 +30,6 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 from mpqbench.comparison import (
-    accuracy_vs_cost,
     allocator_protocol_matrix,
     bits_at_budget,
     method_costs,
@@ -40,6 +39,7 @@ from mpqbench.comparison import (
     top1_by_run,
 )
 from mpqbench.conclusions import write_conclusions
+from mpqbench.plots import accuracy_vs_cost
 from mpqbench.report import write_summary
 from mpqbench.results import load_runs
 

@@ -31,7 +31,7 @@ import pandas as pd
 import seaborn as sns
 
 from mpqbench.baseline import method_setup
-from mpqbench.report import accuracy_vs_size
+from mpqbench.plots import accuracy_vs_size
 from mpqbench.results import save_run
 from mpqbench.uniform import uniform_ptq_run
 

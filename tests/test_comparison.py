@@ -9,7 +9,6 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 
 from mpqbench.comparison import (  # noqa: E402
-    accuracy_vs_cost,
     allocator_protocol_matrix,
     bits_at_budget,
     method_costs,
@@ -19,6 +18,7 @@ from mpqbench.comparison import (  # noqa: E402
     run_frame,
     top1_by_run,
 )
+from mpqbench.plots import accuracy_vs_cost  # noqa: E402
 from mpqbench.results import RunRecord  # noqa: E402
 
 

@@ -48,7 +48,7 @@ def test_list_names_every_registry_and_the_runs_of_params(capsys, monkeypatch):
     assert main(["list"]) in (0, None)
     out = capsys.readouterr().out
     assert "metrics:     first_order, fisher_fit, hessian_trace, task_loss, zeroq_kl" in out
-    assert "solvers:     ilp, pareto, random, uniform" in out
+    assert "solvers:     ilp, ilp-cbc, pareto, random, uniform" in out
     assert "roundings:   adaround, nearest" in out
     assert "first_order_ptq-resnet20" in out.splitlines()[-1]
 

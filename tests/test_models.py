@@ -1,12 +1,13 @@
 import pytest
 import torch
 
-from mpqbench.cost import cost_summary, layer_costs
+from mpqbench.cost import Budget, cost_summary, layer_costs
 from mpqbench.errors import MpqbenchError
 from mpqbench.evaluate import evaluate
 from mpqbench.models import MODELS, build_model, pretrained_model
 from mpqbench.models.cifar_resnet import ZeroPadShortcut
 from mpqbench.models.zoo import check_model_dataset, load_published_state
+from mpqbench.quant.modules import image_input_layers
 
 # Hand count for ResNet-20 (3 stages x 3 BasicBlocks, widths 16/32/64, 32x32 input):
 # weights: stem 3*16*9; stage 1: 6 convs 16*16*9; stage 2: 16*32*9 + 5 * 32*32*9;
@@ -97,3 +98,23 @@ def test_imagenet_architectures_build_through_the_registry():
 def test_torchvision_weights_refuse_a_folder_with_another_class_count():
     with pytest.raises(MpqbenchError, match="classifies 1000 classes, the dataset has 4"):
         pretrained_model("mobilenet_v2", "imagenet", 4)  # refused before any download
+
+
+def test_the_image_input_counts_at_8_bits_in_every_bitops_figure():
+    """ResNet-18, every layer W4A4 (``fix_first_last: false``): the first conv reads the image,
+    which stays unquantized (8-bit by nature), so its BitOps count 4 x 8, not 4 x 4."""
+    model = build_model("resnet18", 1000)
+    costs = layer_costs(model, (3, 224, 224))
+    assert [c.name for c in costs if c.image_input] == ["conv1"]
+    assert [c.name for c in costs if c.image_input] == image_input_layers(model, (3, 224, 224))
+    conv1 = 64 * 112 * 112 * 3 * 7 * 7  # hand count of the 7x7 stem's MACs
+    assert costs[0].macs == conv1
+    total = sum(c.macs for c in costs)
+    bits = {c.name: (4, 4) for c in costs}
+    summary = cost_summary(costs, bits)
+    assert summary["bitops_g"] == pytest.approx(((total - conv1) * 16 + conv1 * 32) / 1e9)
+    assert round(summary["bitops_g"], 2) == 30.91
+    # the W4A4-equivalent budget is that same figure, so uniform W4A4 meets it exactly
+    (limit,) = Budget(bitops_equiv=(4, 4)).limits(costs)
+    assert limit.bound == pytest.approx(summary["bitops_g"] * 1e9)
+    assert limit.total(costs, bits) == limit.bound

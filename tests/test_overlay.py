@@ -92,7 +92,7 @@ def test_dvc_resolves_every_stage_of_the_imagenet_suite(repo):
                             capture_output=True, text=True, check=True).stdout.split()
     models = ["resnet18", "resnet50", "mobilenet_v2"]
     methods = ["first_order_ptq", "data_free", "limpq", "saq"]
-    expected = {"data", "report"} | {f"{stage}@{m}" for m in models for stage in (
+    expected = {"params", "data", "report"} | {f"{stage}@{m}" for m in models for stage in (
         "checkpoint", "fp_baseline", "uniform", "policy_bank")} | {
         f"run@{method}-{m}" for method in methods for m in models}
     assert set(listed) == expected

@@ -6,7 +6,7 @@ from mpqbench.cost import layer_costs
 from mpqbench.errors import MpqbenchError
 from mpqbench.evaluate import evaluate
 from mpqbench.models import pretrained_model
-from mpqbench.ptq import PtqConfig, adaround_layer, run_ptq
+from mpqbench.ptq import ROUNDINGS, PtqConfig, adaround_layer, run_ptq
 from mpqbench.quant.modules import quant_layers, quantize_model
 from mpqbench.quant.policy import default_fixed
 from mpqbench.search import uniform_bits
@@ -74,3 +74,39 @@ def test_ptq_config_refuses_unknown_keys():
     with pytest.raises(MpqbenchError, match=r"unknown ptq settings \['iters'\]"):
         PtqConfig.from_dict({"iters": 3})
     assert PtqConfig.from_dict({"adaround_beta": [10, 2]}).adaround_beta == (10.0, 2.0)
+
+
+def _adaround_layer_by_layer(qmodel, fp_model, images, config, seed):
+    """The quadratic oracle: before each layer, rerun both models from the start up to it."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, module in quant_layers(qmodel):
+        captured = {}
+        hooks = [module.register_forward_pre_hook(
+                     lambda m, i, c=captured: c.__setitem__("input", i[0].detach())),
+                 fp_model.get_submodule(name).register_forward_hook(
+                     lambda m, i, o, c=captured: c.__setitem__("target", o.detach()))]
+        with torch.no_grad():
+            qmodel(images)
+            fp_model(images)
+        for hook in hooks:
+            hook.remove()
+        adaround_layer(module, captured["input"], captured["target"], config, generator)
+
+
+def test_one_pass_adaround_matches_rerunning_the_model_before_every_layer():
+    """The single forward pass with the FP model in a second thread rounds every weight
+    exactly as re-running both models up to each layer does (inputs from rounded layers)."""
+    torch.manual_seed(0)
+    fp = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                       nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10)).eval()
+    bits = {"0": (3, 32), "2": (2, 32), "5": (3, 32)}
+    images = torch.randn(48, 3, 8, 8)
+    config = PtqConfig(adaround_iters=30, adaround_batch_size=16)
+    one_pass = quantize_model(fp, bits, (3, 8, 8))
+    stats = ROUNDINGS.get("adaround")(one_pass, fp, [images], config, 5)
+    oracle = quantize_model(fp, bits, (3, 8, 8))
+    _adaround_layer_by_layer(oracle, fp, images, config, 5)
+    assert set(stats) == {"0", "2", "5"}
+    for (name, a), (_, b) in zip(quant_layers(one_pass), quant_layers(oracle), strict=True):
+        assert torch.equal(a.weight, b.weight), name
+    assert any(s["flipped_vs_nearest"] > 0 for s in stats.values())  # it did learn something

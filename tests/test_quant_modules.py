@@ -185,3 +185,47 @@ def test_fixed_layers_follow_the_setting():
     assert fixed_layers(layers, {"fix_first_last": False}) == {}
     assert uniform_bits(layers, 4, 4, fixed_layers(layers, {"fix_first_last": False}))[
         "conv1"] == (4, 4)
+
+
+def _uncached_logits(qmodel: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The reference: every weight quantized again in this forward (autograd on, no cache)."""
+    with torch.enable_grad():
+        return qmodel(x).detach()
+
+
+@pytest.mark.parametrize("quantizer", ["static", "lsq", "multi_lsq"])
+def test_cached_weights_give_bit_identical_outputs_and_follow_every_change(quantizer):
+    model = _resnet20_with_random_bn()
+    layers = layer_costs(model, SHAPE)
+    options = {"candidates": [2, 4, 8]} if quantizer == "multi_lsq" else {}
+    qmodel = quantize_model(fold_batchnorm(model), uniform_bits(layers, 4, 8), SHAPE,
+                            weight_quantizer=quantizer, input_quantizer="static", **options)
+    x = torch.randn(16, *SHAPE)
+    set_input_quantizer_mode(qmodel, "observe")
+    with torch.no_grad():
+        qmodel(x)
+    set_input_quantizer_mode(qmodel, "on")
+    if quantizer == "static":
+        for _, module in qmodel.named_modules():
+            if isinstance(module, (QuantConv2d, QuantLinear)):
+                module.weight_quantizer.calibrate_now(module.weight.detach())
+    with torch.no_grad():
+        first = qmodel(x)
+        again = qmodel(x)  # from the cache
+    assert torch.equal(first, _uncached_logits(qmodel, x)) and torch.equal(again, first)
+    conv = qmodel.layer2[0].conv1
+    assert conv._cache_value is not None  # the cache was used
+    with torch.no_grad():  # an in-place change of one weight, as an optimizer or AdaRound makes
+        conv.weight.mul_(1.5)
+        changed = qmodel(x)
+    assert not torch.equal(changed, first) and torch.equal(changed, _uncached_logits(qmodel, x))
+    with torch.no_grad():  # a change of the quantizer's own state
+        if quantizer == "static":
+            conv.weight_quantizer.set_qparams(conv.weight_quantizer.scale * 2,
+                                              conv.weight_quantizer.zero_point)
+        elif quantizer == "lsq":
+            conv.weight_quantizer.step.mul_(2)
+        else:
+            conv.weight_quantizer.set_bits(2)
+        moved = qmodel(x)
+    assert not torch.equal(moved, changed) and torch.equal(moved, _uncached_logits(qmodel, x))

@@ -4,6 +4,7 @@ import random
 import pandas as pd
 import pytest
 
+from mpqbench.config import load_yaml
 from mpqbench.cost import Budget, LayerCost, cost_summary, layer_costs
 from mpqbench.errors import MpqbenchError
 from mpqbench.models import build_model
@@ -68,7 +69,8 @@ def _random_budget(rng: random.Random, layers, fixed):
     }[kind]
 
 
-def test_ilp_matches_brute_force_on_60_random_instances():
+@pytest.mark.parametrize("solver", ["ilp", "ilp-cbc"])
+def test_ilp_matches_brute_force_on_60_random_instances(solver):
     rng = random.Random(0)
     checked = 0
     for trial in range(60):
@@ -80,14 +82,34 @@ def test_ilp_matches_brute_force_on_60_random_instances():
         expected = _brute_force(layers, table, budget, fixed)
         if expected is None:
             with pytest.raises(MpqbenchError, match="infeasible|status"):
-                solve_ilp(table, layers, budget, fixed)
+                search(solver, table, layers, budget, fixed)
             continue
-        result = solve_ilp(table, layers, budget, fixed)
-        assert result.status == "Optimal"
+        result = search(solver, table, layers, budget, fixed)
+        assert result.status == "Optimal" and result.solver == solver
         assert result.objective == pytest.approx(expected[0], rel=1e-9, abs=1e-12)
         assert result.bits == expected[1]
         checked += 1
     assert checked >= 50
+
+
+def test_highs_cbc_and_the_pareto_dp_find_the_same_optimum_on_deep_instances():
+    """Too large for brute force: the three exact solvers must agree with each other."""
+    rng = random.Random(7)
+    for trial in range(12):
+        pairs = trial % 2 == 1
+        choices = ([(w, a) for w in (2, 3, 4, 6, 8) for a in (2, 4, 8)] if pairs
+                   else [(w, 8) for w in (2, 3, 4, 5, 6, 8)])
+        layers, table = _instance(rng, rng.randint(20, 54), choices)
+        fixed = {layers[0].name: (8, 8), layers[-1].name: (8, 8)}
+        table = table[~table.layer.isin(fixed)]
+        budget = (Budget(bitops_equiv=(4, 4), compression_ratio=rng.uniform(5, 9)) if pairs
+                  else Budget(compression_ratio=rng.uniform(5, 12)))
+        highs = search("ilp", table, layers, budget, fixed)
+        cbc = search("ilp-cbc", table, layers, budget, fixed)
+        assert highs.objective == pytest.approx(cbc.objective, rel=1e-9)
+        if not pairs:
+            dp = search("pareto", table, layers, budget, fixed)
+            assert dp.objective == pytest.approx(highs.objective, rel=1e-9)
 
 
 def test_a_tighter_budget_never_raises_total_bits():
@@ -134,7 +156,7 @@ def test_bad_tables_and_unknown_layers_are_refused():
         Budget.from_dict({"size": 1})
     assert Budget.from_dict({"bitops_equiv": "W3A3"}).bitops_equiv == (3, 3)
     assert Budget.from_dict({"bitops_equiv": [4, 2]}).bitops_equiv == (4, 2)
-    with pytest.raises(MpqbenchError, match="ratio must be a positive number, got '8x'"):
+    with pytest.raises(MpqbenchError, match="ratio must be a finite positive number, got .8x."):
         Budget.from_dict({"compression_ratio": "8x"})
     with pytest.raises(MpqbenchError, match="'4bit' must look like 'W4A4'"):
         Budget.from_dict({"bitops_equiv": "4bit"})
@@ -233,7 +255,7 @@ def test_best_uniform_takes_the_highest_choice_that_fits():
     assert cost_summary(layers, uniform_bits(layers, 4, 8, fixed))["compression_ratio"] < 8
     with pytest.raises(MpqbenchError, match="no uniform choice"):
         best_uniform(choices, layers, Budget(compression_ratio=30), fixed)
-    with pytest.raises(MpqbenchError, match="unknown solver 'greedy'; known: ilp, pareto"):
+    with pytest.raises(MpqbenchError, match="unknown solver 'greedy'; known: ilp, ilp-cbc, pareto"):
         search("greedy", pd.DataFrame(), layers, Budget(mean_w_bits=4))
 
 
@@ -242,3 +264,46 @@ def test_pareto_refuses_layers_the_model_does_not_have():
     table = pd.DataFrame([("zz", 4, 8, 1.0)], columns=["layer", "w_bits", "a_bits", "score"])
     with pytest.raises(MpqbenchError, match=r"\['zz'\] are not quantizable layers"):
         solve_pareto(table, layers, Budget(mean_w_bits=4))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"compression_ratio": float("nan")}, "compression_ratio must be a finite positive number"),
+    ({"size_mib": float("inf")}, "size_mib must be a finite positive number, got inf"),
+    ({"bitops_g": -1.0}, "bitops_g must be a finite positive number, got -1.0"),
+    ({"mean_w_bits": True}, "mean_w_bits must be a finite positive number, got True"),
+    ({}, "a budget needs at least one limit"),
+    ({"compression_ratio": None}, "a budget needs at least one limit"),
+    ({"bitops_equiv": "W0A4"}, "bitops_equiv must be a .w_bits, a_bits. pair of positive"),
+])
+def test_budgets_check_themselves_when_built(spec, message):
+    with pytest.raises(MpqbenchError, match=message):
+        Budget.from_dict(spec)
+    if "bitops_equiv" not in spec:  # built in code, the same check
+        with pytest.raises(MpqbenchError, match=message):
+            Budget(**spec)
+
+
+def test_budget_numbers_in_any_notation_are_numbers():
+    text = "b: {size_mib: 1e-1, compression_ratio: 8, bitops_g: 2.5E+0, mean_w_bits: 4.5e0}"
+    spec = load_yaml(text)["b"]
+    assert spec == {"size_mib": 0.1, "compression_ratio": 8, "bitops_g": 2.5, "mean_w_bits": 4.5}
+    assert Budget.from_dict(spec).size_mib == 0.1
+    assert Budget.from_dict({"size_mib": "1e-1"}).size_mib == 0.1
+
+
+@pytest.mark.parametrize("solver", ["ilp", "ilp-cbc", "pareto", "random", "uniform"])
+def test_an_infeasible_ratio_is_reported_as_a_ratio_with_the_largest_reachable(solver):
+    layers = layer_costs(build_model("resnet20", 10), (3, 32, 32))
+    fixed = {"conv1": (8, 8), "linear": (8, 8)}
+    table = pd.DataFrame([(layer.name, w, 8, 1.0 / w) for layer in layers[1:-1]
+                          for w in (2, 4, 8)], columns=["layer", "w_bits", "a_bits", "score"])
+    # hand count: every searchable layer at 2 bits, the fixed ones at 8
+    bits = sum(ly.params * (8 if ly.name in fixed else 2) for ly in layers)
+    largest = 32 * sum(ly.params for ly in layers) / bits
+    with pytest.raises(MpqbenchError, match=(
+            rf"budget compression_ratio 30x is infeasible: the largest feasible value is "
+            rf"{largest:.6g}x")):
+        search(solver, table, layers, Budget(compression_ratio=30), fixed)
+    smallest_mib = bits / 8 / 2**20
+    with pytest.raises(MpqbenchError, match=rf"smallest feasible value is {smallest_mib:.6g} MiB"):
+        search(solver, table, layers, Budget(size_mib=smallest_mib * 0.9), fixed)

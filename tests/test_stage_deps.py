@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mpqbench.stage_deps import STAGE_ENTRIES, covered, import_closure
+from mpqbench.stage_deps import (
+    PLOTTING_ONLY,
+    REPORT_STAGE,
+    STAGE_ENTRIES,
+    covered,
+    import_closure,
+    stage_closure,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,11 +42,30 @@ def test_every_stage_has_an_entry():
 @pytest.mark.parametrize("stage", sorted(STAGE_ENTRIES))
 def test_stage_deps_cover_the_import_closure_and_nothing_else(stage):
     deps = _code_deps(_stages()[stage])
-    needed = {p for p in import_closure(_entries(stage), REPO) if p.startswith("mpqbench/")}
+    needed = {p for p in stage_closure(stage, _entries(stage), REPO) if p.startswith("mpqbench/")}
     missing = sorted(p for p in needed if not covered(p, deps))
     assert not missing, f"{stage}: add to its deps in dvc.yaml: {missing}"
     extra = sorted(d for d in deps if not any(covered(p, [d]) for p in needed))
     assert not extra, f"{stage}: deps its entry never imports (remove them): {extra}"
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_ENTRIES))
+def test_a_plotting_module_is_a_dep_of_the_report_alone(stage):
+    """A change to a figure re-runs the report, never a compute stage."""
+    deps = _code_deps(_stages()[stage])
+    plotting = sorted(p for p in PLOTTING_ONLY if covered(p, deps))
+    if stage == REPORT_STAGE:
+        assert plotting == sorted(PLOTTING_ONLY)
+    else:
+        assert not plotting, f"{stage} lists plotting-only modules {plotting}"
+
+
+def test_plotting_modules_hold_no_records_or_file_writes():
+    """What makes them plotting-only: they never save, write or build a RunRecord."""
+    for path in PLOTTING_ONLY:
+        text = (REPO / path).read_text()
+        for word in ("save_run", "write_text", "RunRecord(", "open("):
+            assert word not in text, f"{path} uses {word}"
 
 
 def test_closure_follows_imports_inside_functions_and_packages(tmp_path):

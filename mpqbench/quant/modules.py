@@ -283,9 +283,42 @@ class QuantMixin:
     # added to the quantized weight when set: SAQ's perturbation of Q(w) (train.SaqStep)
     weight_delta: torch.Tensor | None = None
 
+    _cache_key: tuple | None = None
+    _cache_value: torch.Tensor | None = None
+
     def quantized_weight(self) -> torch.Tensor:
-        w = self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+        """The weight through its quantizer (plus ``weight_delta`` when set).
+
+        Without autograd (evaluation) the result is cached and reused until the weight or the
+        quantizer's state changes (``_weight_state``): the same tensor the quantizer would
+        compute again, so results are bit-identical (tests/test_quant_modules.py).
+        """
+        if self.weight_quantizer is None:
+            w = self.weight
+        elif torch.is_grad_enabled() or self.weight_delta is not None:
+            w = self.weight_quantizer(self.weight)
+        else:
+            key = self._weight_state()
+            if key is None or key != self._cache_key or self._cache_value is None:
+                self._cache_value = self.weight_quantizer(self.weight)
+                self._cache_key = key
+            w = self._cache_value
         return w if self.weight_delta is None else w + self.weight_delta
+
+    def _weight_state(self) -> tuple | None:
+        """What the quantized weight depends on: the weight's storage and in-place version,
+        every tensor of the quantizer likewise, its bits and mode. None (never cached) while
+        a static quantizer is off or observing (observing has a side effect) or an LSQ step
+        is not yet initialized."""
+        quantizer = self.weight_quantizer
+        if getattr(quantizer, "mode", "on") != "on":
+            return None
+        initialized = getattr(quantizer, "initialized", None)
+        if initialized is not None and not bool(initialized):
+            return None
+        tensors = [self.weight, *quantizer.parameters(), *quantizer.buffers()]
+        return (getattr(quantizer, "bits", None),
+                *((t.data_ptr(), t._version, t.device) for t in tensors))
 
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.input_quantizer is None else self.input_quantizer(x)

@@ -1,0 +1,118 @@
+"""Every figure of the notebooks and the report, and nothing else.
+
+Plotting only: no record is written and no number computed here that a record keeps, so a
+compute stage does not depend on this module in ``dvc.yaml`` (``mpqbench.stage_deps``): a
+change to a figure re-runs the report, and a method's rendered notebook shows the new figure
+after its next run (``dvc repro -f run@NAME`` to redraw it now).
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+from mpqbench.comparison import pareto_front, seed_groups
+
+
+def sensitivity_heatmaps(tables: dict, layer_order: list[str]):
+    """One heatmap a metric: layers x weight bits, colour = log10 of the score."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.5 * len(tables), 0.28 * len(layer_order)
+                                                      + 1.5), sharey=True, squeeze=False)
+    for ax, (metric, table) in zip(axes[0], tables.items(), strict=True):
+        grid = table.frame.pivot_table(index="layer", columns="w_bits", values="score")
+        grid = np.log10(grid.loc[layer_order].clip(lower=1e-30))
+        sns.heatmap(grid, ax=ax, cmap="viridis", cbar_kws={"label": "log10 score"})
+        ax.set_title(metric)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_size(frame: pd.DataFrame, fp_top1: float, hue: str, title: str,
+                     label: str | None = None):
+    """Test top-1 against weight size (MiB), one line per ``hue`` value; FP as a dashed line.
+
+    ``frame``: columns size_mib, top1, ``hue`` and optionally ``label`` (annotated points).
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.lineplot(data=frame, x="size_mib", y="top1", hue=hue, marker="o", ax=ax)
+    if label:
+        for row in frame.drop_duplicates(label).itertuples():
+            ax.annotate(getattr(row, label), (row.size_mib, row.top1), textcoords="offset points",
+                        xytext=(4, -12), fontsize=8)
+    ax.axhline(fp_top1, color="gray", linestyle="--", label=f"FP {fp_top1:.2f}%")
+    ax.set_xlabel("weight size (MiB)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(x, labels, classes: list[str], mean, std, per_class: int = 4):
+    """``per_class`` images of every class in a grid; ``x`` in the model's input space (N, C, H,
+    W), un-normalized with the dataset's ``mean`` / ``std`` for display."""
+    mean_t = torch.tensor(mean).view(1, -1, 1, 1)
+    std_t = torch.tensor(std).view(1, -1, 1, 1)
+    images = (x * std_t + mean_t).clamp(0, 1)
+    fig, axes = plt.subplots(per_class, len(classes), figsize=(1.1 * len(classes),
+                                                               1.1 * per_class + 0.4),
+                             squeeze=False)
+    for c, name in enumerate(classes):
+        picks = (labels == c).nonzero().flatten()[:per_class].tolist()
+        for r in range(per_class):
+            ax = axes[r][c]
+            ax.axis("off")
+            if r < len(picks):
+                ax.imshow(images[picks[r]].permute(1, 2, 0).numpy())
+        axes[0][c].set_title(name, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def correlation_scatter(frame: pd.DataFrame, table_col: str = "table"):
+    """Predicted score against measured drop, one panel a table; ``frame``: columns
+    ``table_col``, predicted, measured_drop."""
+    grid = sns.relplot(data=frame, x="predicted", y="measured_drop", col=table_col,
+                       col_wrap=min(3, frame[table_col].nunique()), height=2.8,
+                       facet_kws={"sharex": False})
+    grid.set_axis_labels("predicted score (sum over layers)", "measured val drop (points)")
+    return grid.figure
+
+
+def accuracy_vs_cost(frame: pd.DataFrame, model: str, x: str = "size_mib"):
+    """Test top-1 against ``x`` (size_mib or bitops_g) for every run of ``model``: a marker
+    per allocator and protocol, the Pareto front as a line, uniform runs per protocol as
+    reference lines, FP dashed, seed spread as error bars."""
+    runs = seed_groups(frame[(frame.model == model) & (frame.method != "fp")])
+    fig, ax = plt.subplots(figsize=(9, 5))
+    uniform = runs[runs.allocator == "uniform"]
+    dashes = ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3))]
+    for i, (protocol, part) in enumerate(uniform.groupby("protocol")):
+        # the best uniform run at each cost (a protocol may hold several settings per width)
+        part = part.groupby(x, as_index=False)["top1"].max().sort_values(x)
+        ax.plot(part[x], part["top1"], color="grey", alpha=0.6, linewidth=1.2, marker=".",
+                linestyle=dashes[i % len(dashes)], label=f"uniform, {protocol}", zorder=1)
+    mixed = runs[runs.allocator != "uniform"]
+    if len(mixed):
+        sns.scatterplot(data=mixed, x=x, y="top1", hue="allocator", style="protocol", s=60,
+                        ax=ax, zorder=3)
+    spread = runs[runs.seeds > 1]
+    if len(spread):
+        ax.errorbar(spread[x], spread["top1"], yerr=spread["top1_std"], fmt="none",
+                    ecolor="black", capsize=3, zorder=2)
+    if len(runs):
+        front = pareto_front(runs, x)
+        ax.step(front[x], front["top1"], where="post", color="black", linewidth=1.5,
+                label="Pareto front", zorder=2)
+    fp = frame[(frame.model == model) & (frame.method == "fp")]
+    if len(fp):
+        ax.axhline(fp.top1.iloc[0], color="grey", linestyle="--", label="FP")
+    ax.set_xlabel({"size_mib": "weight size (MiB)", "bitops_g": "BitOps (G)"}.get(x, x))
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(f"{model}: every run (PTQ and QAT), {x}")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
