@@ -6,9 +6,14 @@ ACTIVATE := . $(VENV)/bin/activate &&
 
 .PHONY: setup run test test-fast check-results lint clean-venv
 
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu: torch and torchvision from that index
+# first (CPU builds, no CUDA packages); the rest from the default index
+TORCH_INDEX ?=
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	$(if $(TORCH_INDEX),$(VENV)/bin/python -m pip install --progress-bar on torch torchvision --index-url $(TORCH_INDEX),)
+	$(VENV)/bin/python -m pip install --progress-bar on -e ".[dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -46,11 +46,169 @@ def cmd_check_params(args: argparse.Namespace) -> None:
     print(f"{args.params}: every key, type and name checked (profile {params['profile']!r})")
 
 
-def cmd_checkpoint(args: argparse.Namespace) -> None:
-    from mpqbench.checkpoints import make_fp_checkpoint
+def _profile(args: argparse.Namespace) -> str:
+    """``--profile``, or params.yaml's ``profile`` when it is not given."""
+    if getattr(args, "profile", None):
+        return args.profile
+    return str(_checked_params(args.params)["profile"])
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
     from mpqbench.config import profile_settings
 
-    settings = profile_settings(args.profile, _checked_params(args.params))
+    return profile_settings(_profile(args), _checked_params(args.params))
+
+
+def _read_policy_bits(path: str, layer_names: list[str]) -> dict[str, tuple[int, int]]:
+    """Bits from a Policy JSON or from a RunRecord JSON (its ``policy``), checked against the
+    model's layers."""
+    import json
+
+    from mpqbench.quant.policy import load_policy, validate_policy
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise MpqbenchError(f"policy file {path} does not exist") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MpqbenchError(f"cannot read policy {path} ({exc})") from exc
+    if isinstance(data, dict) and "run_id" in data and "policy" in data:
+        if not data["policy"]:
+            raise MpqbenchError(f"{path}: RunRecord {data['run_id']!r} holds no policy (an FP "
+                                f"or uniform reference run?)")
+        return validate_policy(data["policy"], layer_names,
+                               f"{path} (RunRecord {data['run_id']})").bits()
+    return load_policy(path, layer_names).bits()
+
+
+def _model_bits(args: argparse.Namespace, layers, settings: dict[str, Any]):
+    """The bits a command runs: ``--policy`` (Policy or RunRecord JSON) or uniform ``--bits``
+    with the profile's fixed first and last layers."""
+    from mpqbench.cost import parse_wa
+    from mpqbench.quant.policy import fixed_layers
+    from mpqbench.search import uniform_bits
+
+    if args.policy:
+        return _read_policy_bits(args.policy, [layer.name for layer in layers])
+    w, a = parse_wa(args.bits)
+    return uniform_bits(layers, w, a, fixed_layers(layers, settings))
+
+
+def cmd_cost(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from mpqbench.cost import cost_summary, layer_costs
+    from mpqbench.data import DATASETS
+    from mpqbench.models import build_model
+    from mpqbench.models.zoo import check_model_dataset
+
+    _known_model(args.model)
+    settings = _settings(args)
+    check_model_dataset(args.model, settings["dataset"])
+    spec = DATASETS.get(settings["dataset"])
+    model = build_model(args.model, spec.num_classes)
+    layers = layer_costs(model, spec.input_shape)
+    bits = _model_bits(args, layers, settings)
+    summary = cost_summary(layers, bits)
+    table = pd.DataFrame([{
+        "layer": ly.name, "kind": ly.kind, "params": ly.params, "MACs": ly.macs,
+        "w_bits": bits[ly.name][0], "a_bits": bits[ly.name][1],
+        "input_bits": ly.input_bits(bits[ly.name][1]),
+        "size_KiB": ly.params * bits[ly.name][0] / 8 / 1024,
+        "BitOps_M": ly.macs * bits[ly.name][0] * ly.input_bits(bits[ly.name][1]) / 1e6,
+    } for ly in layers])
+    with pd.option_context("display.max_rows", None, "display.width", 140):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"\n{args.model} on {settings['dataset']}: {summary['size_mib']:.4f} MiB weights "
+          f"({summary['compression_ratio']:.2f}x smaller than FP32), "
+          f"{summary['bitops_g']:.4f} G BitOps, mean bits W {summary['mean_w_bits']:.2f} / "
+          f"A {summary['mean_a_bits']:.2f} (an image input counts as 8-bit)")
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from mpqbench.baseline import load_context
+    from mpqbench.cost import Budget, layer_costs
+    from mpqbench.quant.policy import Policy, fixed_layers
+    from mpqbench.search import SOLVERS, search
+    from mpqbench.sensitivity import METRICS, calibration_context, compute
+
+    _known_model(args.model)
+    METRICS.get(args.metric)
+    SOLVERS.get(args.solver)
+    budget = Budget.from_dict(dict(_parameter([pair.split("=", 1) for pair in args.budget])))
+    bits_choices = sorted(int(b) for b in args.w_bits.split(","))
+    settings = _settings(args)
+    model, _, splits, device = load_context(args.model, settings)
+    layers = layer_costs(model, splits.input_shape)
+    fixed = fixed_layers(layers, settings)
+    searchable = [layer.name for layer in layers if layer.name not in fixed]
+    ctx = calibration_context(model, splits, settings, searchable, bits_choices, args.a_bits,
+                              device)
+    table = compute(args.metric, ctx)
+    result = search(args.solver, table.frame, layers, budget, fixed)
+    policy = Policy.from_bits(result.bits, "cli-search", budget=budget.describe(),
+                              bit_candidates=bits_choices, fixed=sorted(fixed))
+    policy.save(args.out)
+    print(f"{args.metric} ({table.seconds:.1f} s) + {result.solver} ({result.seconds:.3f} s, "
+          f"{result.status}): " + ", ".join(f"{k} {v:.4g}" for k, v in result.totals.items())
+          + f"; saved {args.out}")
+
+
+def _ptq(args: argparse.Namespace, rounding: str):
+    """(settings, the PTQ model, splits, device, layers, bits) for ``ptq`` and ``export``."""
+    from mpqbench.baseline import load_context
+    from mpqbench.cost import layer_costs
+    from mpqbench.ptq import PtqConfig, run_ptq
+
+    _known_model(args.model)
+    settings = _settings(args)
+    model, _, splits, device = load_context(args.model, settings)
+    layers = layer_costs(model, splits.input_shape)
+    bits = _model_bits(args, layers, settings)
+    result = run_ptq(model, bits, splits.train, splits.input_shape, rounding,
+                     PtqConfig.from_dict(settings.get("ptq")), device, settings["seed"])
+    return settings, result, splits, device, layers, bits
+
+
+def cmd_ptq(args: argparse.Namespace) -> None:
+    from mpqbench.cost import cost_summary
+    from mpqbench.evaluate import evaluate
+
+    settings, result, splits, device, layers, bits = _ptq(args, args.rounding)
+    eval_cfg = settings["eval"]
+    test = evaluate(result.model, splits.test, eval_cfg["batch_size"], device,
+                    eval_cfg.get("max_images"), desc="test")
+    summary = cost_summary(layers, bits)
+    print(f"PTQ {args.rounding} {args.model}: test top-1 {test.top1:.2f}% on {test.images} "
+          f"images; {summary['size_mib']:.4f} MiB, {summary['bitops_g']:.4f} G BitOps; "
+          f"{result.seconds['total_s']:.1f} s")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from mpqbench.cost import cost_summary
+    from mpqbench.evaluate import evaluate
+    from mpqbench.export import export_onnx, onnx_top1
+
+    if not args.out.endswith(".onnx"):
+        raise MpqbenchError(f"--out {args.out}: name the file NAME.onnx")
+    settings, result, splits, device, layers, bits = _ptq(args, args.rounding)
+    exported = export_onnx(result.model, splits.input_shape, args.out)
+    size = cost_summary(layers, bits)["size_mib"]
+    print(f"saved {exported.path}: {exported.mib_on_disk:.3f} MiB on disk (INT8 weight "
+          f"storage) vs {size:.3f} MiB in the cost model; {exported.quantized_weights} "
+          f"quantized weights, {exported.quantized_inputs} quantized inputs")
+    if args.check_images != 0:
+        limit = None if args.check_images < 0 else args.check_images
+        fake = evaluate(result.model, splits.test, 500, device, limit, desc="fake-quant")
+        top1, images = onnx_top1(exported.path, splits.test, 500, limit)
+        print(f"test top-1 on {images} images: onnxruntime {top1:.2f}%, fake-quant "
+              f"{fake.top1:.2f}% (difference {top1 - fake.top1:+.2f} points)")
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> None:
+    from mpqbench.checkpoints import make_fp_checkpoint
+
+    settings = _settings(args)
     out = args.out or f"checkpoints/{args.model}.pt"
     metrics = args.metrics or f"results/metrics/checkpoint-{args.model}.json"
     result = make_fp_checkpoint(args.model, settings, out, metrics, args.data_dir)
@@ -61,11 +219,10 @@ def cmd_checkpoint(args: argparse.Namespace) -> None:
 
 def cmd_policy_bank(args: argparse.Namespace) -> None:
     from mpqbench.baseline import load_context
-    from mpqbench.config import profile_settings
     from mpqbench.policy_bank import build_policy_bank
 
     _known_model(args.model)
-    settings = profile_settings(args.profile, _checked_params(args.params))
+    settings = _settings(args)
     model, _, splits, device = load_context(args.model, settings)
     out = args.out or f"results/policy_bank/{args.model}.json"
     bank = build_policy_bank(model, splits, args.model, settings, device, out)
@@ -90,12 +247,11 @@ def _distributed_context(args: argparse.Namespace):
 
     from mpqbench import distributed
     from mpqbench.baseline import load_context
-    from mpqbench.config import profile_settings
     from mpqbench.cost import layer_costs
 
     _known_model(args.model)
     distributed.init()
-    settings = profile_settings(args.profile, _checked_params(args.params))
+    settings = _settings(args)
     model, _, splits, device = load_context(args.model, settings)
     if device.type == "cuda":  # one GPU a process under torchrun
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -106,19 +262,13 @@ def cmd_qat(args: argparse.Namespace) -> None:
     import torch
 
     from mpqbench import distributed
-    from mpqbench.cost import parse_wa
     from mpqbench.evaluate import evaluate
     from mpqbench.qat import qat_config, run_qat
-    from mpqbench.quant.policy import fixed_layers, load_policy
-    from mpqbench.search import uniform_bits
+    from mpqbench.quant.policy import fixed_layers
 
     settings, model, splits, device, layers = _distributed_context(args)
     fixed = fixed_layers(layers, settings)
-    if args.policy:
-        bits = load_policy(args.policy, [layer.name for layer in layers]).bits()
-    else:
-        w, a = parse_wa(args.bits)
-        bits = uniform_bits(layers, w, a, fixed)
+    bits = _model_bits(args, layers, settings)
     options = ({"rho": args.rho, "case": args.case, "every": args.every,
                 "perturb_space": args.perturb_space}
                if args.protocol == "qat_saq" else None)
@@ -205,89 +355,163 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(f"{'runs:':12s}", ", ".join(params.get("runs", {})))
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, unless it has none or says it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.required or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mpqbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    fmt = _HelpWithDefaults
 
-    p = sub.add_parser("data", help="prepare a dataset cache (mirror or download)")
-    p.add_argument("--dataset", default="cifar10")
+    p = sub.add_parser("data", formatter_class=fmt,
+                       help="prepare a dataset cache (mirror or download)")
+    p.add_argument("--dataset", default="cifar10", help="a registered dataset")
     p.add_argument("--out", required=True, help="cache folder, e.g. data/cifar10")
     p.add_argument("--raw", default=None, help="where downloads go (default: <out>/../raw)")
     p.add_argument("--image-root", default=None,
                    help="an image-folder dataset's root (default: imagenet_root of --params)")
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--params", default="params.yaml", help="the params file")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("check-params", help="check every key, type and name of params.yaml")
-    p.add_argument("--params", default="params.yaml")
+    p = sub.add_parser("check-params", formatter_class=fmt,
+                       help="check every key, type and name of params.yaml")
+    p.add_argument("--params", default="params.yaml", help="the params file")
     p.add_argument("--out", default=None, help="a file written when the check passes (DVC)")
     p.set_defaults(func=cmd_check_params)
 
-    p = sub.add_parser("checkpoint", help="adapt the published FP model to the dataset variant")
-    p.add_argument("--model", required=True)
-    p.add_argument("--profile", required=True)
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--out", default=None)
-    p.add_argument("--metrics", default=None)
+    p = sub.add_parser("checkpoint", formatter_class=fmt,
+                       help="adapt the published FP model to the dataset variant")
+    p.add_argument("--model", required=True, help="a registered model (`mpqbench list`)")
+    p.add_argument("--profile", default=None,
+                   help="smoke | quick | paper (default: params.yaml's profile)")
+    p.add_argument("--params", default="params.yaml", help="the params file")
+    p.add_argument("--data-dir", default="data", help="where `dvc repro data` put the dataset")
+    p.add_argument("--out", default=None, help="default: checkpoints/MODEL.pt")
+    p.add_argument("--metrics", default=None,
+                   help="default: results/metrics/checkpoint-MODEL.json")
     p.set_defaults(func=cmd_checkpoint)
 
-    p = sub.add_parser("notebook", help="execute a notebook with papermill and render it")
+    p = sub.add_parser("notebook", formatter_class=fmt,
+                       help="execute a notebook with papermill and render it")
     p.add_argument("source", help="notebooks/<name>.py (jupytext) or .ipynb")
     p.add_argument("--out", required=True, help="folder for the executed .ipynb and .html")
     p.add_argument("--runs", default=None, help="folder the notebook must write RunRecords to")
     p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"))
     p.set_defaults(func=cmd_notebook)
 
-    p = sub.add_parser("report", help="summarize every RunRecord")
-    p.add_argument("--runs", default="results/runs")
-    p.add_argument("--out", default="results")
+    p = sub.add_parser("report", formatter_class=fmt,
+                       help="summarize every RunRecord")
+    p.add_argument("--runs", default="results/runs", help="the folder of RunRecords")
+    p.add_argument("--out", default="results", help="where summary.csv / .md go")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("policy-bank",
+    p = sub.add_parser("policy-bank", formatter_class=fmt,
                        help="random policies at one budget with measured validation drops")
-    p.add_argument("--model", required=True)
-    p.add_argument("--profile", required=True)
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--model", required=True, help="a registered model (`mpqbench list`)")
+    p.add_argument("--profile", default=None,
+                   help="smoke | quick | paper (default: params.yaml's profile)")
+    p.add_argument("--params", default="params.yaml", help="the params file")
     p.add_argument("--out", default=None, help="default: results/policy_bank/<model>.json")
     p.set_defaults(func=cmd_policy_bank)
 
-    p = sub.add_parser("qat", help="QAT of one policy (qat_lsq | qat_saq); torchrun-able")
-    p.add_argument("--model", required=True)
-    p.add_argument("--profile", required=True)
-    p.add_argument("--params", default="params.yaml")
+    p = sub.add_parser("qat", formatter_class=fmt,
+                       help="QAT of one policy (qat_lsq | qat_saq); torchrun-able")
+    p.add_argument("--model", required=True, help="a registered model (`mpqbench list`)")
+    p.add_argument("--profile", default=None,
+                   help="smoke | quick | paper (default: params.yaml's profile)")
+    p.add_argument("--params", default="params.yaml", help="the params file")
     p.add_argument("--protocol", default="qat_lsq", help="qat_lsq or qat_saq")
     p.add_argument("--bits", default="W4A4", help="uniform W{w}A{a} (first/last at W8A8)")
-    p.add_argument("--policy", default=None, help="a Policy JSON instead of --bits")
-    p.add_argument("--rho", type=float, default=0.4)
-    p.add_argument("--case", type=int, default=3)
-    p.add_argument("--every", type=int, default=1)
+    p.add_argument("--policy", default=None,
+                   help="a Policy JSON or a RunRecord JSON (its policy), instead of --bits")
+    p.add_argument("--rho", type=float, default=0.4, help="qat_saq: the neighbourhood radius")
+    p.add_argument("--case", type=int, default=3, help="qat_saq: the authors' case 1, 2 or 3")
+    p.add_argument("--every", type=int, default=1,
+                   help="qat_saq: a fresh perturbation every k steps")
     p.add_argument("--perturb-space", default="weight_standardized",
                    choices=["weight_standardized", "raw"],
                    help="qat_saq: the units of rho (default: %(default)s, the authors')")
     p.add_argument("--out", required=True, help="where to save the trained model (.pt)")
     p.set_defaults(func=cmd_qat)
 
-    p = sub.add_parser("limpq-indicators",
+    p = sub.add_parser("limpq-indicators", formatter_class=fmt,
                        help="LIMPQ's joint indicator training; torchrun-able; writes a CSV")
-    p.add_argument("--model", required=True)
-    p.add_argument("--profile", required=True)
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--model", required=True, help="a registered model (`mpqbench list`)")
+    p.add_argument("--profile", default=None,
+                   help="smoke | quick | paper (default: params.yaml's profile)")
+    p.add_argument("--params", default="params.yaml", help="the params file")
     p.add_argument("--out", required=True, help="indicator table (.csv)")
     p.set_defaults(func=cmd_limpq_indicators)
 
-    p = sub.add_parser("overlay", help="switch params.yaml to another suite, e.g. "
+    p = sub.add_parser("overlay", formatter_class=fmt,
+                       help="switch params.yaml to another suite, e.g. "
                                        "configs/imagenet.yaml (comments kept)")
     p.add_argument("overlay", help="the overlay file, e.g. configs/imagenet.yaml")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a dotted key and a YAML value, after the overlay "
                         "(e.g. imagenet_root=/data/imagenet)")
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--params", default="params.yaml", help="the params file")
     p.set_defaults(func=cmd_overlay)
 
+    def policy_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", required=True, help="a registered model (`mpqbench list`)")
+        p.add_argument("--bits", default="W8A8",
+                       help="uniform W{w}A{a}, first conv and last linear at W8A8 unless "
+                            "fix_first_last is false")
+        p.add_argument("--policy", default=None,
+                       help="a Policy JSON or a RunRecord JSON (its policy), instead of --bits")
+        p.add_argument("--profile", default=None,
+                       help="smoke | quick | paper (default: params.yaml's profile)")
+        p.add_argument("--params", default="params.yaml", help="the params file")
+
+    p = sub.add_parser("cost", formatter_class=fmt,
+                       help="size, BitOps and a per-layer table of a policy (no data needed)")
+    policy_options(p)
+    p.set_defaults(func=cmd_cost)
+
+    p = sub.add_parser("search", formatter_class=fmt,
+                       help="sensitivity metric + solver -> a Policy JSON")
+    p.add_argument("--model", required=True, help="a registered model (`mpqbench list`)")
+    p.add_argument("--metric", default="hessian_trace", help="a sensitivity metric")
+    p.add_argument("--solver", default="ilp", help="ilp, ilp-cbc, pareto, random or uniform")
+    p.add_argument("--budget", action="append", required=True, metavar="KEY=VALUE",
+                   help="a budget limit, e.g. compression_ratio=8 or bitops_equiv=W4A4 "
+                        "(repeatable)")
+    p.add_argument("--w-bits", default="2,3,4,5,6,8", help="weight-bit candidates")
+    p.add_argument("--a-bits", type=int, default=8, help="activation bits of searched layers")
+    p.add_argument("--out", required=True, help="the Policy JSON to write")
+    p.add_argument("--profile", default=None,
+                   help="smoke | quick | paper (default: params.yaml's profile)")
+    p.add_argument("--params", default="params.yaml", help="the params file")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("ptq", formatter_class=fmt,
+                       help="PTQ of a policy on the FP checkpoint, with its test top-1")
+    policy_options(p)
+    p.add_argument("--rounding", default="nearest", help="nearest or adaround")
+    p.set_defaults(func=cmd_ptq)
+
+    p = sub.add_parser("export", formatter_class=fmt,
+                       help="PTQ of a policy, then ONNX with QuantizeLinear/DequantizeLinear, "
+                            "checked in onnxruntime")
+    policy_options(p)
+    p.add_argument("--rounding", default="nearest", help="nearest or adaround")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--check-images", type=int, default=-1,
+                   help="test images to compare onnxruntime with fake-quant on (-1: all, 0: "
+                        "skip)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser(
-        "list", help="registered models, datasets, metrics, solvers, ...; profiles and runs")
-    p.add_argument("--params", default="params.yaml")
+        "list", formatter_class=fmt,
+        help="registered models, datasets, metrics, solvers, ...; profiles and runs")
+    p.add_argument("--params", default="params.yaml", help="the params file")
     p.set_defaults(func=cmd_list)
     return parser
 

@@ -32,6 +32,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from mpqbench.data import Split
 from mpqbench.errors import MpqbenchError
+from mpqbench.evaluate import limit_images
 from mpqbench.quant.modules import QuantMixin, StaticQuantizer, quant_layers
 
 OPSET = 17
@@ -187,17 +188,16 @@ def _input_qdq(node: onnx.NodeProto, name: str, quantizer: StaticQuantizer,
 
 def onnx_top1(path: str | Path, split: Split, batch_size: int = 500,
               max_images: int | None = None) -> tuple[float, int]:
-    """Top-1 (percent) of the ONNX file on ``split`` in onnxruntime (CPU), and the image count."""
+    """Top-1 (percent) of the ONNX file on ``split`` in onnxruntime (CPU), and the image count.
+
+    ``max_images``: the same seeded subset ``evaluate.evaluate`` takes, so the two compare on
+    the same images."""
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     session = onnxruntime.InferenceSession(str(path), options,
                                            providers=["CPUExecutionProvider"])
     correct = seen = 0
-    for x, y in split.batches(batch_size):
-        if max_images is not None and seen >= max_images:
-            break
-        if max_images is not None:
-            x, y = x[: max_images - seen], y[: max_images - seen]
+    for x, y in limit_images(split, max_images).batches(batch_size):
         logits = session.run(["logits"], {"image": x.numpy()})[0]
         correct += int((logits.argmax(1) == y.numpy()).sum())
         seen += len(y)

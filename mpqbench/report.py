@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mpqbench.errors import MpqbenchError
 from mpqbench.results import RunRecord, load_runs
 
 SUMMARY_COLUMNS = [
@@ -50,12 +51,15 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
 
 def write_summary(runs_dir: str | Path, out_dir: str | Path) -> pd.DataFrame:
     """Write ``summary.csv`` and ``summary.md`` for every RunRecord under ``runs_dir``."""
-    runs = load_runs(runs_dir) if Path(runs_dir).is_dir() else []
+    if not Path(runs_dir).is_dir():
+        raise MpqbenchError(f"no RunRecord folder at {runs_dir}; run the pipeline first "
+                            f"(`dvc repro`) or pass the folder that holds the records")
+    runs = load_runs(runs_dir)
     df = summary_table(runs).sort_values(["model", "method", "run_id"], kind="stable")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_dir / "summary.csv", index=False, float_format="%.4f")
-    text = "# mpqbench summary\n\nOne row per RunRecord under `results/runs/`.\n\n"
+    text = f"# mpqbench summary\n\nOne row per RunRecord under `{Path(runs_dir).as_posix()}/`.\n\n"
     text += markdown_table(df) if len(df) else "No RunRecords yet.\n"
     (out_dir / "summary.md").write_text(text)
     return df

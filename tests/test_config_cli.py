@@ -61,3 +61,50 @@ def test_an_unknown_model_is_named_before_any_checkpoint_lookup(command, capsys,
     assert main([*command, "--model", "resnet_20", "--profile", "smoke"]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'resnet_20'" in err and "checkpoint" not in err
+
+
+def test_cost_prints_the_hand_counted_totals_without_data(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert main(["cost", "--model", "resnet20", "--bits", "W4A8"]) == 0
+    out = capsys.readouterr().out
+    # ResNet-20: 268,336 weights; conv1 (432) and linear (640) at 8 bits, the rest at 4
+    bits = (268_336 - 432 - 640) * 4 + (432 + 640) * 8
+    assert f"{bits / 8 / 2**20:.4f} MiB weights" in out
+    assert "layer3.2.conv2" in out and "input_bits" in out
+
+
+def test_a_runrecord_is_accepted_wherever_a_policy_is(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    record = sorted((REPO / "results" / "runs").glob("first_order_ptq-resnet20/*ratio8*.json"))[0]
+    assert main(["cost", "--model", "resnet20", "--policy", str(record)]) == 0
+    ratio = float(capsys.readouterr().out.split("MiB weights (")[1].split("x smaller")[0])
+    assert 8.0 <= ratio < 8.2  # the record's 8x budget, met
+    assert main(["cost", "--model", "resnet20", "--policy", str(tmp_path / "none.json")]) == 2
+    assert f"policy file {tmp_path / 'none.json'} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_search_ptq_and_export_from_the_command_line(tmp_path, cifar_cache, monkeypatch, capsys):
+    """The user's path on the smoke profile: a metric and the ILP to a policy, PTQ of it, and
+    its ONNX export checked in onnxruntime, all from a working copy with data and checkpoint."""
+    import shutil
+
+    for name in ("params.yaml", "checkpoints/resnet20.pt", "checkpoints/resnet20.pt.sha256"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
+    (tmp_path / "data").symlink_to(cifar_cache)
+    monkeypatch.chdir(tmp_path)
+    policy = tmp_path / "policy.json"
+    assert main(["search", "--model", "resnet20", "--profile", "smoke", "--metric",
+                 "first_order", "--budget", "compression_ratio=8", "--out", str(policy)]) == 0
+    assert "saved" in capsys.readouterr().out and policy.is_file()
+    assert main(["ptq", "--model", "resnet20", "--profile", "smoke", "--policy",
+                 str(policy)]) == 0
+    assert "test top-1" in capsys.readouterr().out
+    assert main(["export", "--model", "resnet20", "--profile", "smoke", "--policy", str(policy),
+                 "--out", str(tmp_path / "m.onnx"), "--check-images", "500"]) == 0
+    out = capsys.readouterr().out
+    ort, fake = (float(x.split("%")[0]) for x in out.split("onnxruntime ")[1].split(
+        ", fake-quant "))
+    assert abs(ort - fake) <= 0.2 + 1e-9  # at most one image of 500 (0.2 points) differs

@@ -64,8 +64,13 @@ def test_summary_has_one_row_per_run(tmp_path):
     assert (tmp_path / "out" / "summary.csv").read_text().count("\n") == 3
     assert "| a | uniform |" in (tmp_path / "out" / "summary.md").read_text()
     assert summary_table([]).empty
+    assert "One row per RunRecord under `" + (tmp_path / "runs").as_posix() in (
+        tmp_path / "out" / "summary.md").read_text()  # the folder given, not a fixed one
+    (tmp_path / "none").mkdir()
     empty = write_summary(tmp_path / "none", tmp_path / "out2")
     assert empty.empty and "No RunRecords" in (tmp_path / "out2" / "summary.md").read_text()
+    with pytest.raises(MpqbenchError, match="no RunRecord folder at .*runz; run the pipeline"):
+        write_summary(tmp_path / "runz", tmp_path / "out3")  # a typo is an error, not 0 rows
 
 
 def test_git_state_ignores_pipeline_outputs_but_not_code(tmp_path):
