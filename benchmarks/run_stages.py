@@ -2,10 +2,11 @@
 
     python -m benchmarks.run_stages run@limpq-resnet20 report    # dvc repro -s, in order
     python -m benchmarks.run_stages --table                        # the Markdown table
+    python -m benchmarks.run_stages --update-doc docs/pipeline.md  # the table, in that page
 
 Each stage runs as ``dvc repro -s STAGE`` in a child process; its wall seconds and the peak
 resident memory of its largest descendant (``ru_maxrss`` of the children, MiB) are merged
-into ``results/benchmarks/stage_times.json`` with the machine's CPU, core count and the
+into ``results/stage_times.json`` with the machine's CPU, core count and the
 date. ``docs/pipeline.md``'s table is this script's ``--table`` output. Other work on the
 machine at the same time slows the stages: the file says so when ``--note`` is given.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from mpqbench.results import cpu_description
 
-OUT = Path("results/benchmarks/stage_times.json")
+OUT = Path("results/stage_times.json")  # outside results/benchmarks, a dep of the report
 PROBE = ("import resource, subprocess, sys\n"
          "rc = subprocess.run(['dvc', 'repro', '-s', sys.argv[1]]).returncode\n"
          "open(sys.argv[2], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN)"
@@ -74,14 +75,33 @@ def table() -> str:
     return head + "\n\n" + "\n".join(rows)
 
 
+START, END = "<!-- stage-times:start -->", "<!-- stage-times:end -->"
+
+
+def update_doc(path: Path) -> None:
+    """Replace the text between the stage-times markers of ``path`` with ``table()``."""
+    text = path.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{path} has no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
+    print(f"updated the stage-time table in {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("stages", nargs="*", help="DVC stage names, run in this order")
     parser.add_argument("--table", action="store_true", help="print the Markdown table")
     parser.add_argument("--note", default=None, help="saved with the figures")
+    parser.add_argument("--update-doc", type=Path, default=None,
+                        help="write the table between the stage-times markers of this file")
     args = parser.parse_args(argv)
     if args.table:
         print(table())
+        return 0
+    if args.update_doc:
+        update_doc(args.update_doc)
         return 0
     return run(args.stages, args.note)
 

@@ -48,7 +48,7 @@ def render(record: dict) -> str:
 
 def page(folder: Path = FIGURES_DIR) -> str:
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-    records = [r for r in records if "rows" in r]  # stage_times.json has its own table
+    records = [r for r in records if "rows" in r]
     return HEADER + "".join("\n" + render(r) for r in records)
 
 

@@ -273,6 +273,14 @@ def check_params(params: dict[str, Any], repo: str | Path = ".") -> None:
     """Refuse params.yaml with any key, type or name it cannot run; see the module docstring."""
     if not isinstance(params, dict):
         raise MpqbenchError("params.yaml must hold a mapping of settings")
+    method_cfg = params.get("method_cfg")
+    if isinstance(method_cfg, dict):  # a method added as a notebook brings its own settings
+        added = {key for key in method_cfg if key not in METHOD_CFG.fields
+                 and Path(repo, "notebooks", f"{key}.py").is_file()}
+        for key in sorted(added):
+            _check(method_cfg[key], dict, f"method_cfg.{key}")
+        params = {**params, "method_cfg": {k: v for k, v in method_cfg.items()
+                                           if k not in added}}
     _check(params, SCHEMA, "")
     profiles = params["profiles"]
     if params["profile"] not in profiles:

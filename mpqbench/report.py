@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -63,3 +64,42 @@ def write_summary(runs_dir: str | Path, out_dir: str | Path) -> pd.DataFrame:
     text += markdown_table(df) if len(df) else "No RunRecords yet.\n"
     (out_dir / "summary.md").write_text(text)
     return df
+
+
+def write_plot_data(runs: list[RunRecord], out_dir: str | Path) -> list[Path]:
+    """The data files behind ``dvc plots show``: one ``loss/<run_id>.csv`` (step, loss) per
+    trained run, from the loss curve its RunRecord keeps. Returns the files written."""
+    folder = Path(out_dir) / "loss"
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.csv"):
+        stale.unlink()
+    written = []
+    for run in runs:
+        curve = (run.extra or {}).get("loss_curve")
+        if not curve:
+            continue
+        frame = pd.DataFrame(curve)[["step", "loss"]].astype({"step": int})
+        path = folder / f"{run.run_id}.csv"
+        frame.to_csv(path, index=False)
+        written.append(path)
+    return written
+
+
+BENCHMARKS = ("ilp_solve_time", "quant_throughput", "qat_step_cost", "adaround_depth",
+              "ptq_wall_time", "cross_isa")
+
+
+def benchmark_tables(folder: str | Path, names: tuple[str, ...] = BENCHMARKS
+                     ) -> dict[str, pd.DataFrame]:
+    """Each benchmark's rows (``results/benchmarks/<name>.json``, written by ``benchmarks/``)
+    as a table, keyed by its title and the machine it ran on; absent files are skipped."""
+    tables = {}
+    for name in names:
+        path = Path(folder) / f"{name}.json"
+        if not path.is_file():
+            continue
+        record = json.loads(path.read_text())
+        key = (f"{record['title']} ({record['date']}, {record['cpu']}, "
+               f"{record['torch_threads']} threads)")
+        tables[key] = pd.DataFrame(record["rows"])
+    return tables

@@ -21,6 +21,7 @@
 # %% tags=["parameters"]
 runs_dir = "results/runs"
 out_dir = "results"
+benchmarks_dir = "results/benchmarks"
 
 # %%
 import json
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import seaborn as sns
+from IPython.display import display
 
 from mpqbench.comparison import (
     allocator_protocol_matrix,
@@ -40,12 +42,13 @@ from mpqbench.comparison import (
 )
 from mpqbench.conclusions import write_conclusions
 from mpqbench.plots import accuracy_vs_cost
-from mpqbench.report import write_summary
+from mpqbench.report import benchmark_tables, write_plot_data, write_summary
 from mpqbench.results import load_runs
 
 runs = load_runs(runs_dir) if Path(runs_dir).is_dir() else []
 frame = run_frame(runs)
 write_summary(runs_dir, out_dir)
+write_plot_data(runs, Path(out_dir) / "plots")  # `dvc plots show`: training-loss curves
 metrics = Path(out_dir) / "metrics" / "report.json"  # `dvc exp show` columns: top-1 per run
 metrics.parent.mkdir(parents=True, exist_ok=True)
 metrics.write_text(json.dumps(top1_by_run(frame) if len(frame) else {}, indent=1) + "\n")
@@ -123,3 +126,14 @@ paper_vs_reproduced(frame)
 
 # %%
 method_costs(frame)
+
+# %% [markdown]
+# ## Cost of the suite's own parts
+# The figures `benchmarks/` measured side by side in one run each (solver time, evaluation
+# throughput of fake-quantized models, QAT step cost, AdaRound against depth), read from
+# `results/benchmarks/*.json`; the machine is named under each table.
+
+# %%
+for title, table in benchmark_tables(benchmarks_dir).items():
+    print(title)
+    display(table)

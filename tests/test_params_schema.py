@@ -141,3 +141,12 @@ def test_a_profile_typo_under_dvc_repro_stops_before_any_output_is_removed(tmp_p
     assert "unknown profile 'quikc'; allowed: paper, quick, smoke" in result.stdout + result.stderr
     for path, text in committed.items():
         assert (tmp_path / path).read_text() == text, f"{path} was changed or removed"
+
+
+def test_a_method_added_as_a_notebook_may_bring_its_own_settings(params, tmp_path):
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
+    (tmp_path / "notebooks" / "my_method.py").write_text("# a new method\n")
+    added = _set(params, "method_cfg.my_method", {"anything": [1, 2]})
+    check_params(added, tmp_path)
+    with pytest.raises(MpqbenchError, match="method_cfg: unknown key 'my_methd'"):
+        check_params(_set(params, "method_cfg.my_methd", {}), tmp_path)  # no such notebook

@@ -20,7 +20,9 @@ def _copy_repo(dest: Path) -> None:
                            capture_output=True, text=True, check=True).stdout.split()
     for name in files:
         src = REPO / name
-        if src.is_file() and not name.startswith(("results/",)):
+        # results are the pipeline's to make; the benchmark figures are an input of the report
+        if src.is_file() and (not name.startswith("results/")
+                              or name.startswith("results/benchmarks/")):
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
 

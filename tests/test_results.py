@@ -116,3 +116,17 @@ def test_find_model_run_fills_in_the_model_and_refuses_bad_templates(tmp_path):
         find_model_run({"runs": "x"}, "resnet18")
     with pytest.raises(MpqbenchError, match="only {model}"):
         find_model_run({"runs": "results/runs/{method}", "run_id": "a"}, "resnet18")
+
+
+def test_plot_data_is_one_loss_csv_per_trained_run(tmp_path):
+    from mpqbench.report import write_plot_data
+
+    curve = [{"epoch": 1.0, "loss": 2.5, "seconds": 0.4, "step": 1.0},
+             {"epoch": 1.0, "loss": 1.25, "seconds": 0.4, "step": 5.0}]
+    runs = [_record("qat-a", extra={"loss_curve": curve}), _record("ptq-b")]
+    (tmp_path / "loss").mkdir()
+    (tmp_path / "loss" / "gone.csv").write_text("step,loss\n")  # from a run no longer there
+    written = write_plot_data(runs, tmp_path)
+    assert [p.name for p in written] == ["qat-a.csv"]
+    assert (tmp_path / "loss" / "qat-a.csv").read_text() == "step,loss\n1,2.5\n5,1.25\n"
+    assert not (tmp_path / "loss" / "gone.csv").exists()

@@ -1,0 +1,78 @@
+"""The committed rendered notebooks read cleanly: no stderr boxes, no column of only NaN."""
+
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RENDERED = sorted((REPO / "results" / "notebooks").glob("*/*.ipynb")) + [
+    REPO / "results" / "report.ipynb"]
+
+
+class _Tables(HTMLParser):
+    """The body rows of every ``<table>`` in an HTML fragment, as lists of cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._in_body = self._in_cell = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tbody":
+            self._in_body = True
+        elif tag == "tr" and self._in_body:
+            self.tables[-1].append([])
+        elif tag == "td" and self._in_body:
+            self._in_cell = True
+            self.tables[-1][-1].append("")
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self._in_body = False
+        elif tag == "td":
+            self._in_cell = False
+
+    def handle_data(self, data):
+        if self._in_cell:
+            self.tables[-1][-1][-1] += data.strip()
+
+
+def nan_only_columns(html: str) -> list[int]:
+    """Indexes of data columns whose every body cell is NaN or empty, over all tables."""
+    parser = _Tables()
+    parser.feed(html)
+    found = []
+    for rows in parser.tables:
+        rows = [row for row in rows if row]
+        if not rows:
+            continue
+        for col in range(max(len(row) for row in rows)):
+            cells = [row[col] for row in rows if col < len(row)]
+            if cells and all(cell in ("NaN", "nan", "") for cell in cells):
+                found.append(col)
+    return found
+
+
+def test_the_parser_finds_a_nan_only_column():
+    html = ("<table><thead><tr><th>a</th><th>b</th></tr></thead><tbody>"
+            "<tr><th>r1</th><td>1.0</td><td>NaN</td></tr>"
+            "<tr><th>r2</th><td>NaN</td><td>NaN</td></tr></tbody></table>")
+    assert nan_only_columns(html) == [1]
+
+
+@pytest.mark.parametrize("path", RENDERED, ids=[p.parent.name or p.name for p in RENDERED])
+def test_rendered_notebook_has_no_stderr_and_no_nan_only_column(path):
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                assert output.name != "stderr", (
+                    f"{path.name} cell {i} prints to stderr: {output.text[:120]!r}")
+            html = output.get("data", {}).get("text/html", "")
+            if "<table" in html:
+                assert not nan_only_columns(html), (
+                    f"{path.name} cell {i}: a table column holds only NaN")
