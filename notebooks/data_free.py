@@ -89,7 +89,9 @@ for name, data in synth.items():
 folded = fold_batchnorm(model).to(device)
 ptq_config = PtqConfig.from_dict(settings.get("ptq"))
 real = calibration_context(model, splits, settings, searchable, cfg["bits"], cfg["a_bits"], device)
-real_subset = calibration_subset(splits.train, cfg["real_images"], settings["seed"])
+# at most the profile's calibration images: on smoke a size-dependent setting like every other
+real_images = min(cfg["real_images"], ptq_config.calib_images)
+real_subset = calibration_subset(splits.train, real_images, settings["seed"])
 sources = {
     "real": [(x.to(device), y.to(device)) for x, y in real_subset.batches(ptq_config.batch_size)],
     **{name: [(x.to(device), y.to(device)) for x, y in data.batches(ptq_config.batch_size)]
