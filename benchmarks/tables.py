@@ -27,7 +27,9 @@ this script to update the page. Per-stage wall times of the pipeline are in
 
 def _cell(value) -> str:
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
     return str(value)
 
 
