@@ -135,6 +135,9 @@ def cmd_search(args: argparse.Namespace) -> None:
     _known_model(args.model)
     METRICS.get(args.metric)
     SOLVERS.get(args.solver)
+    bad = [pair for pair in args.budget if "=" not in pair]
+    if bad:
+        raise MpqbenchError(f"--budget {bad[0]!r}: write KEY=VALUE, e.g. compression_ratio=8")
     budget = Budget.from_dict(dict(_parameter([pair.split("=", 1) for pair in args.budget])))
     bits_choices = sorted(int(b) for b in args.w_bits.split(","))
     settings = _settings(args)
@@ -355,6 +358,14 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(f"{'runs:':12s}", ", ".join(params.get("runs", {})))
 
 
+def model_options(p: argparse.ArgumentParser) -> None:
+    """--model, --profile and --params: what every command that loads a model takes."""
+    p.add_argument("--model", required=True, help="a registered model (`mpqbench list`)")
+    p.add_argument("--profile", default=None,
+                   help="smoke | quick | paper (default: params.yaml's profile)")
+    p.add_argument("--params", default="params.yaml", help="the params file")
+
+
 class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's help ends with its default, unless it has none or says it already."""
 
@@ -387,10 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("checkpoint", formatter_class=fmt,
                        help="adapt the published FP model to the dataset variant")
-    p.add_argument("--model", required=True, help="a registered model (`mpqbench list`)")
-    p.add_argument("--profile", default=None,
-                   help="smoke | quick | paper (default: params.yaml's profile)")
-    p.add_argument("--params", default="params.yaml", help="the params file")
+    model_options(p)
     p.add_argument("--data-dir", default="data", help="where `dvc repro data` put the dataset")
     p.add_argument("--out", default=None, help="default: checkpoints/MODEL.pt")
     p.add_argument("--metrics", default=None,
@@ -413,19 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("policy-bank", formatter_class=fmt,
                        help="random policies at one budget with measured validation drops")
-    p.add_argument("--model", required=True, help="a registered model (`mpqbench list`)")
-    p.add_argument("--profile", default=None,
-                   help="smoke | quick | paper (default: params.yaml's profile)")
-    p.add_argument("--params", default="params.yaml", help="the params file")
+    model_options(p)
     p.add_argument("--out", default=None, help="default: results/policy_bank/<model>.json")
     p.set_defaults(func=cmd_policy_bank)
 
     p = sub.add_parser("qat", formatter_class=fmt,
                        help="QAT of one policy (qat_lsq | qat_saq); torchrun-able")
-    p.add_argument("--model", required=True, help="a registered model (`mpqbench list`)")
-    p.add_argument("--profile", default=None,
-                   help="smoke | quick | paper (default: params.yaml's profile)")
-    p.add_argument("--params", default="params.yaml", help="the params file")
+    model_options(p)
     p.add_argument("--protocol", default="qat_lsq", help="qat_lsq or qat_saq")
     p.add_argument("--bits", default="W4A4", help="uniform W{w}A{a} (first/last at W8A8)")
     p.add_argument("--policy", default=None,
@@ -442,10 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("limpq-indicators", formatter_class=fmt,
                        help="LIMPQ's joint indicator training; torchrun-able; writes a CSV")
-    p.add_argument("--model", required=True, help="a registered model (`mpqbench list`)")
-    p.add_argument("--profile", default=None,
-                   help="smoke | quick | paper (default: params.yaml's profile)")
-    p.add_argument("--params", default="params.yaml", help="the params file")
+    model_options(p)
     p.add_argument("--out", required=True, help="indicator table (.csv)")
     p.set_defaults(func=cmd_limpq_indicators)
 
@@ -460,15 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_overlay)
 
     def policy_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", required=True, help="a registered model (`mpqbench list`)")
+        model_options(p)
         p.add_argument("--bits", default="W8A8",
                        help="uniform W{w}A{a}, first conv and last linear at W8A8 unless "
                             "fix_first_last is false")
         p.add_argument("--policy", default=None,
                        help="a Policy JSON or a RunRecord JSON (its policy), instead of --bits")
-        p.add_argument("--profile", default=None,
-                       help="smoke | quick | paper (default: params.yaml's profile)")
-        p.add_argument("--params", default="params.yaml", help="the params file")
 
     p = sub.add_parser("cost", formatter_class=fmt,
                        help="size, BitOps and a per-layer table of a policy (no data needed)")
@@ -477,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", formatter_class=fmt,
                        help="sensitivity metric + solver -> a Policy JSON")
-    p.add_argument("--model", required=True, help="a registered model (`mpqbench list`)")
+    model_options(p)
     p.add_argument("--metric", default="hessian_trace", help="a sensitivity metric")
     p.add_argument("--solver", default="ilp", help="ilp, ilp-cbc, pareto, random or uniform")
     p.add_argument("--budget", action="append", required=True, metavar="KEY=VALUE",
@@ -486,9 +482,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--w-bits", default="2,3,4,5,6,8", help="weight-bit candidates")
     p.add_argument("--a-bits", type=int, default=8, help="activation bits of searched layers")
     p.add_argument("--out", required=True, help="the Policy JSON to write")
-    p.add_argument("--profile", default=None,
-                   help="smoke | quick | paper (default: params.yaml's profile)")
-    p.add_argument("--params", default="params.yaml", help="the params file")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("ptq", formatter_class=fmt,

@@ -108,3 +108,12 @@ def test_search_ptq_and_export_from_the_command_line(tmp_path, cifar_cache, monk
     ort, fake = (float(x.split("%")[0]) for x in out.split("onnxruntime ")[1].split(
         ", fake-quant "))
     assert abs(ort - fake) <= 0.2 + 1e-9  # at most one image of 500 (0.2 points) differs
+
+
+def test_search_refuses_a_malformed_budget_before_any_compute(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert main(["search", "--model", "resnet20", "--budget", "8x", "--out", "p.json"]) == 2
+    assert "--budget '8x': write KEY=VALUE" in capsys.readouterr().err
+    assert main(["search", "--model", "resnet20", "--budget", "ratio=8", "--out", "p.json"]) == 2
+    assert "unknown budget keys ['ratio']" in capsys.readouterr().err
+    assert not (REPO / "p.json").exists()
