@@ -72,7 +72,10 @@ def _read_policy_bits(path: str, layer_names: list[str]) -> dict[str, tuple[int,
         raise MpqbenchError(f"policy file {path} does not exist") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise MpqbenchError(f"cannot read policy {path} ({exc})") from exc
-    if isinstance(data, dict) and "run_id" in data and "policy" in data:
+    if not isinstance(data, dict):
+        raise MpqbenchError(f"{path} holds {type(data).__name__}, not a Policy or RunRecord "
+                            f"object")
+    if "run_id" in data and "policy" in data:
         if not data["policy"]:
             raise MpqbenchError(f"{path}: RunRecord {data['run_id']!r} holds no policy (an FP "
                                 f"or uniform reference run?)")
@@ -139,7 +142,11 @@ def cmd_search(args: argparse.Namespace) -> None:
     if bad:
         raise MpqbenchError(f"--budget {bad[0]!r}: write KEY=VALUE, e.g. compression_ratio=8")
     budget = Budget.from_dict(dict(_parameter([pair.split("=", 1) for pair in args.budget])))
-    bits_choices = sorted(int(b) for b in args.w_bits.split(","))
+    try:
+        bits_choices = sorted(int(b) for b in args.w_bits.split(","))
+    except ValueError:
+        raise MpqbenchError(f"--w-bits {args.w_bits!r}: write integers separated by commas, "
+                            f"e.g. 2,3,4,8") from None
     settings = _settings(args)
     model, _, splits, device = load_context(args.model, settings)
     layers = layer_costs(model, splits.input_shape)

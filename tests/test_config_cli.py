@@ -117,3 +117,15 @@ def test_search_refuses_a_malformed_budget_before_any_compute(capsys, monkeypatc
     assert main(["search", "--model", "resnet20", "--budget", "ratio=8", "--out", "p.json"]) == 2
     assert "unknown budget keys ['ratio']" in capsys.readouterr().err
     assert not (REPO / "p.json").exists()
+
+
+def test_malformed_bit_lists_and_policy_files_are_messages_not_tracebacks(tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert main(["search", "--model", "resnet20", "--budget", "compression_ratio=8",
+                 "--w-bits", "2,x", "--out", str(tmp_path / "p.json")]) == 2
+    assert "--w-bits '2,x': write integers separated by commas" in capsys.readouterr().err
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    assert main(["cost", "--model", "resnet20", "--policy", str(listed)]) == 2
+    assert "holds list, not a Policy or RunRecord object" in capsys.readouterr().err
