@@ -29,28 +29,14 @@ ISAS = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_IS
 
 def cells() -> dict[str, float]:
     """Top-1 of the two cells under the current process's kernels."""
-    from mpqbench.baseline import load_context
-    from mpqbench.config import load_params, profile_settings
-    from mpqbench.cost import layer_costs
-    from mpqbench.evaluate import evaluate
-    from mpqbench.ptq import PtqConfig, run_ptq
-    from mpqbench.qat import qat_config, run_qat
-    from mpqbench.quant.policy import fixed_layers
-    from mpqbench.search import uniform_bits
+    from mpqbench.context import build_context
+    from mpqbench.protocols import run_policy, uniform_allocation
 
-    settings = profile_settings("quick", load_params())
-    model, _, splits, device = load_context("resnet20", settings)
-    layers = layer_costs(model, splits.input_shape)
-    fixed = fixed_layers(layers, settings)
-    eval_cfg = settings["eval"]
-    ptq = run_ptq(model, uniform_bits(layers, 4, 8, fixed), splits.train, splits.input_shape,
-                  "nearest", PtqConfig.from_dict(settings["ptq"]), device, settings["seed"])
-    ptq_top1 = evaluate(ptq.model, splits.test, eval_cfg["batch_size"], device).top1
-    torch.manual_seed(settings["seed"])
-    qat = run_qat("qat_lsq", model, uniform_bits(layers, 4, 4, fixed), splits.train,
-                  splits.input_shape, qat_config(settings), device, None, None, desc="qat",
-                  frozen=fixed)
-    qat_top1 = evaluate(qat.model, splits.test, eval_cfg["batch_size"], device).top1
+    ctx = build_context("resnet20", "quick")
+    ptq_top1, qat_top1 = (
+        run_policy(ctx, uniform_allocation(ctx, config), protocol, method="cross_isa",
+                   run_id=f"cross_isa-{protocol}", resume_dir=None).record.accuracy["top1"]
+        for config, protocol in (("W4A8", "ptq-nearest"), ("W4A4", "qat_lsq")))
     return {"PTQ W4A8 nearest": ptq_top1, "QAT W4A4 qat_lsq (quick schedule)": qat_top1}
 
 

@@ -129,11 +129,10 @@ def cmd_cost(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from mpqbench.baseline import load_context
-    from mpqbench.cost import Budget, layer_costs
-    from mpqbench.quant.policy import Policy, fixed_layers
+    from mpqbench.cost import Budget
+    from mpqbench.quant.policy import Policy
     from mpqbench.search import SOLVERS, search
-    from mpqbench.sensitivity import METRICS, calibration_context, compute
+    from mpqbench.sensitivity import METRICS, compute
 
     _known_model(args.model)
     METRICS.get(args.metric)
@@ -147,17 +146,11 @@ def cmd_search(args: argparse.Namespace) -> None:
     except ValueError:
         raise MpqbenchError(f"--w-bits {args.w_bits!r}: write integers separated by commas, "
                             f"e.g. 2,3,4,8") from None
-    settings = _settings(args)
-    model, _, splits, device = load_context(args.model, settings)
-    layers = layer_costs(model, splits.input_shape)
-    fixed = fixed_layers(layers, settings)
-    searchable = [layer.name for layer in layers if layer.name not in fixed]
-    ctx = calibration_context(model, splits, settings, searchable, bits_choices, args.a_bits,
-                              device)
-    table = compute(args.metric, ctx)
-    result = search(args.solver, table.frame, layers, budget, fixed)
+    ctx = _context(args)
+    table = compute(args.metric, ctx.sensitivity_context(bits_choices, args.a_bits))
+    result = search(args.solver, table.frame, ctx.layers, budget, ctx.fixed)
     policy = Policy.from_bits(result.bits, "cli-search", budget=budget.describe(),
-                              bit_candidates=bits_choices, fixed=sorted(fixed))
+                              bit_candidates=bits_choices, fixed=sorted(ctx.fixed))
     policy.save(args.out)
     print(f"{args.metric} ({table.seconds:.1f} s) + {result.solver} ({result.seconds:.3f} s, "
           f"{result.status}): " + ", ".join(f"{k} {v:.4g}" for k, v in result.totals.items())
@@ -165,30 +158,22 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def _ptq(args: argparse.Namespace, rounding: str):
-    """(settings, the PTQ model, splits, device, layers, bits) for ``ptq`` and ``export``."""
-    from mpqbench.baseline import load_context
-    from mpqbench.cost import layer_costs
-    from mpqbench.ptq import PtqConfig, run_ptq
+    """(context, the PTQ result, bits) for ``ptq`` and ``export``."""
+    from mpqbench.ptq import run_ptq
 
-    _known_model(args.model)
-    settings = _settings(args)
-    model, _, splits, device = load_context(args.model, settings)
-    layers = layer_costs(model, splits.input_shape)
-    bits = _model_bits(args, layers, settings)
-    result = run_ptq(model, bits, splits.train, splits.input_shape, rounding,
-                     PtqConfig.from_dict(settings.get("ptq")), device, settings["seed"])
-    return settings, result, splits, device, layers, bits
+    ctx = _context(args)
+    bits = _model_bits(args, ctx.layers, ctx.settings)
+    result = run_ptq(ctx.model, bits, ctx.splits.train, ctx.splits.input_shape, rounding,
+                     ctx.profile.ptq, ctx.device, ctx.seed)
+    return ctx, result, bits
 
 
 def cmd_ptq(args: argparse.Namespace) -> None:
     from mpqbench.cost import cost_summary
-    from mpqbench.evaluate import evaluate
 
-    settings, result, splits, device, layers, bits = _ptq(args, args.rounding)
-    eval_cfg = settings["eval"]
-    test = evaluate(result.model, splits.test, eval_cfg["batch_size"], device,
-                    eval_cfg.get("max_images"), desc="test")
-    summary = cost_summary(layers, bits)
+    ctx, result, bits = _ptq(args, args.rounding)
+    test = ctx.evaluate(result.model, desc="test")
+    summary = cost_summary(ctx.layers, bits)
     print(f"PTQ {args.rounding} {args.model}: test top-1 {test.top1:.2f}% on {test.images} "
           f"images; {summary['size_mib']:.4f} MiB, {summary['bitops_g']:.4f} G BitOps; "
           f"{result.seconds['total_s']:.1f} s")
@@ -201,16 +186,17 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     if not args.out.endswith(".onnx"):
         raise MpqbenchError(f"--out {args.out}: name the file NAME.onnx")
-    settings, result, splits, device, layers, bits = _ptq(args, args.rounding)
-    exported = export_onnx(result.model, splits.input_shape, args.out)
-    size = cost_summary(layers, bits)["size_mib"]
+    ctx, result, bits = _ptq(args, args.rounding)
+    exported = export_onnx(result.model, ctx.splits.input_shape, args.out)
+    size = cost_summary(ctx.layers, bits)["size_mib"]
     print(f"saved {exported.path}: {exported.mib_on_disk:.3f} MiB on disk (INT8 weight "
           f"storage) vs {size:.3f} MiB in the cost model; {exported.quantized_weights} "
           f"quantized weights, {exported.quantized_inputs} quantized inputs")
     if args.check_images != 0:
         limit = None if args.check_images < 0 else args.check_images
-        fake = evaluate(result.model, splits.test, 500, device, limit, desc="fake-quant")
-        top1, images = onnx_top1(exported.path, splits.test, 500, limit)
+        fake = evaluate(result.model, ctx.splits.test, 500, ctx.device, limit,
+                        desc="fake-quant")
+        top1, images = onnx_top1(exported.path, ctx.splits.test, 500, limit)
         print(f"test top-1 on {images} images: onnxruntime {top1:.2f}%, fake-quant "
               f"{fake.top1:.2f}% (difference {top1 - fake.top1:+.2f} points)")
 
@@ -249,46 +235,47 @@ def _known_model(name: str) -> None:
     MODELS.get(name)
 
 
+def _context(args: argparse.Namespace):
+    """The run context of ``--model`` under ``--profile`` (``context.build_context``): the
+    params check first, then the model and data; the FP model is not evaluated."""
+    from mpqbench.context import build_context
+
+    _known_model(args.model)
+    return build_context(args.model, _profile(args), args.params, evaluate_fp=False)
+
+
 def _distributed_context(args: argparse.Namespace):
-    """(settings, FP model, splits, device, layers) for a torchrun-able entry point."""
+    """The run context of a torchrun-able entry point: one GPU a process under torchrun."""
     import os
+    from dataclasses import replace
 
     import torch
 
     from mpqbench import distributed
-    from mpqbench.baseline import load_context
-    from mpqbench.cost import layer_costs
 
-    _known_model(args.model)
     distributed.init()
-    settings = _settings(args)
-    model, _, splits, device = load_context(args.model, settings)
-    if device.type == "cuda":  # one GPU a process under torchrun
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return settings, model, splits, device, layer_costs(model, splits.input_shape)
+    ctx = _context(args)
+    if ctx.device.type == "cuda":
+        ctx = replace(ctx, device=torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))))
+    return ctx
 
 
 def cmd_qat(args: argparse.Namespace) -> None:
     import torch
 
     from mpqbench import distributed
-    from mpqbench.evaluate import evaluate
-    from mpqbench.qat import qat_config, run_qat
-    from mpqbench.quant.policy import fixed_layers
+    from mpqbench.qat import run_qat
 
-    settings, model, splits, device, layers = _distributed_context(args)
-    fixed = fixed_layers(layers, settings)
-    bits = _model_bits(args, layers, settings)
+    ctx = _distributed_context(args)
+    bits = _model_bits(args, ctx.layers, ctx.settings)
     options = ({"rho": args.rho, "case": args.case, "every": args.every,
                 "perturb_space": args.perturb_space}
                if args.protocol == "qat_saq" else None)
-    result = run_qat(args.protocol, model, bits, splits.train, splits.input_shape,
-                     qat_config(settings), device, options, resume_path=f"{args.out}.resume",
-                     frozen=fixed)
+    result = run_qat(args.protocol, ctx.model, bits, ctx.splits.train, ctx.splits.input_shape,
+                     ctx.profile.qat(), ctx.device, options, resume_path=f"{args.out}.resume",
+                     frozen=ctx.fixed)
     if distributed.is_main():
-        eval_cfg = settings["eval"]
-        test = evaluate(result.model, splits.test, eval_cfg["batch_size"], device,
-                        eval_cfg.get("max_images"), desc="test")
+        test = ctx.evaluate(result.model, desc="test")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": result.model.state_dict(), "bits": bits, "top1": test.top1,
                     "history": result.history, "world_size": distributed.rank_and_world()[1]},
@@ -300,15 +287,12 @@ def cmd_qat(args: argparse.Namespace) -> None:
 def cmd_limpq_indicators(args: argparse.Namespace) -> None:
     from mpqbench import distributed
     from mpqbench.limpq import indicator_config, indicators, repair, train_indicators
-    from mpqbench.quant.policy import fixed_layers
 
-    settings, model, splits, device, layers = _distributed_context(args)
-    config = indicator_config(settings)
-    fixed = fixed_layers(layers, settings)
-    searchable = [layer.name for layer in layers if layer.name not in fixed]
-    trained = train_indicators(model, splits.train, splits.input_shape, searchable,
-                               settings["method_cfg"]["limpq"]["candidates"], config, device,
-                               f"{args.out}.resume")
+    ctx = _distributed_context(args)
+    searchable = ctx.searchable
+    trained = train_indicators(ctx.model, ctx.splits.train, ctx.splits.input_shape, searchable,
+                               ctx.profile.method_cfg("limpq")["candidates"],
+                               indicator_config(ctx.profile), ctx.device, f"{args.out}.resume")
     if distributed.is_main():
         frame = repair(indicators(trained.model, searchable))
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from mpqbench.cost import Budget
+from mpqbench.naming import budget_label
 from mpqbench.published import PUBLISHED
 from mpqbench.report import summary_table
 from mpqbench.results import RunRecord
@@ -20,9 +22,6 @@ TIMING = ("sensitivity_s", "search_s", "protocol_s")
 
 
 def _budget_label(budget: dict[str, Any] | None) -> str:
-    from mpqbench.cost import Budget
-    from mpqbench.mixed import budget_label
-
     return budget_label(Budget.from_dict(budget)) if budget else ""
 
 

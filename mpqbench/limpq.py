@@ -18,14 +18,19 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from mpqbench.cost import IMAGE_INPUT_BITS
+from mpqbench.context import Context, Profile
+from mpqbench.cost import IMAGE_INPUT_BITS, Budget
 from mpqbench.data import Split
 from mpqbench.errors import MpqbenchError
-from mpqbench.qat import fingerprint, qat_config
+from mpqbench.naming import budget_label, run_id
+from mpqbench.protocols import run_policy, search_allocation, uniform_allocation
+from mpqbench.qat import fingerprint, loss_curve
 from mpqbench.quant.modules import MultiBitLsqQuantizer
 from mpqbench.quant.multibit import multibit_model
 from mpqbench.sensitivity.base import SensitivityTable
 from mpqbench.train import JointIndicatorStep, QatConfig, qat_train
+
+FINETUNE_PROTOCOL = "qat_lsq"  # the authors fine-tune every searched policy with plain LSQ
 
 
 @dataclass
@@ -49,18 +54,18 @@ class IndicatorTraining:
         return out
 
 
-def indicator_config(settings: dict) -> QatConfig:
+def indicator_config(profile: Profile) -> QatConfig:
     """The indicator-training schedule: the profile's ``qat`` settings, then
     ``method_cfg.limpq.indicator_training`` (optimizer), then ``profiles.<p>.limpq_indicators``
     (length)."""
-    cfg = settings.get("method_cfg", {}).get("limpq")
-    if cfg is None or "indicator_training" not in cfg:
+    cfg = profile.method_cfg("limpq")
+    if "indicator_training" not in cfg:
         raise MpqbenchError("params.yaml has no method_cfg.limpq.indicator_training; see the "
                             "repository's params.yaml")
-    if "limpq_indicators" not in settings:
-        raise MpqbenchError(f"profile {settings.get('profile')!r} has no 'limpq_indicators' "
+    if "limpq_indicators" not in profile.settings:
+        raise MpqbenchError(f"profile {profile.name!r} has no 'limpq_indicators' "
                             "(epochs, max_batches_per_epoch, batch_size); add it to params.yaml")
-    return qat_config(settings, {**cfg["indicator_training"], **settings["limpq_indicators"]})
+    return profile.qat({**cfg["indicator_training"], **profile.settings["limpq_indicators"]})
 
 
 def indicator_records(frame: pd.DataFrame) -> list[dict]:
@@ -159,3 +164,45 @@ def indicator_table(frame: pd.DataFrame, alpha: float = 2.0, seconds: float = 0.
     table = pd.DataFrame(rows, columns=["layer", "w_bits", "a_bits", "score"])
     return SensitivityTable(table, "limpq_indicator", seconds, images * passes,
                             images * passes, images, {"alpha": alpha})
+
+
+def indicator_summary(trained: IndicatorTraining, frame: pd.DataFrame, searchable: list[str],
+                      alpha: float) -> dict:
+    """What each LIMPQ RunRecord keeps of the indicator training (``extra``): its length and
+    step cost, its loss curve, the repaired indicators and their init, how far training moved
+    them (median relative change per kind) and the steps that reached the clamp."""
+    steps = trained.history["steps"]
+    moved = trained.movement(searchable).groupby("kind")["moved"].apply(
+        lambda m: m.abs().median())
+    return {"alpha": alpha, "indicator_steps": len(steps),
+            "indicator_s_per_step": sum(s["seconds"] for s in steps) / max(len(steps), 1),
+            "indicator_loss_curve": loss_curve(trained.history),
+            "indicators": indicator_records(frame), "repaired_widths": int((~frame.usable).sum()),
+            "indicator_median_change": {k: float(v) for k, v in moved.items()},
+            "indicator_init": indicator_records(repair(trained.initial)),
+            "indicator_steps_at_clamp": trained.history.get("dead_steps", {})}
+
+
+def finetune_policies(ctx: Context, table: SensitivityTable, budgets: list[Budget],
+                      uniform: list[str], candidates: list[int], qat: QatConfig,
+                      extra: dict) -> pd.DataFrame:
+    """One ILP over ``table`` per budget, then each policy and each ``uniform`` config
+    (``"W4A4"``) fine-tuned with the same QAT schedule; one row per run (``policy`` names it).
+    Run ids: ``limpq-<model>-<budget>-qat_lsq`` and ``limpq-<model>-uniform-<config>-qat_lsq``.
+    ``extra``: the indicator summary, kept in the LIMPQ policies' records."""
+    rows = []
+    for budget in budgets:
+        allocation = search_allocation(ctx, table, budget)
+        allocation.bit_candidates = list(candidates)
+        outcome = run_policy(ctx, allocation, FINETUNE_PROTOCOL, method="limpq", qat=qat,
+                             run_id=run_id("limpq", ctx.model_name, budget_label(budget),
+                                           FINETUNE_PROTOCOL), extra=extra)
+        rows.append(outcome.row(policy=f"LIMPQ {budget_label(budget)}"))
+    for config in uniform:
+        allocation = uniform_allocation(ctx, config)
+        allocation.bit_candidates = list(candidates)
+        outcome = run_policy(ctx, allocation, FINETUNE_PROTOCOL, method="limpq", qat=qat,
+                             run_id=run_id("limpq", ctx.model_name, "uniform", config,
+                                           FINETUNE_PROTOCOL))
+        rows.append(outcome.row(policy=f"uniform {config}"))
+    return pd.DataFrame(rows)

@@ -1,42 +1,27 @@
-"""A mixed-precision run: SensitivityTable -> solver + Budget -> Policy -> PTQ -> RunRecord.
+"""Sensitivity-based allocation at declared budgets, and a method's sweep of it.
 
-Every sensitivity-based method goes through ``mixed_ptq_run``, so two methods that differ
-only in their metric produce runs that differ only in that metric.
+``sweep`` runs every (table, budget) pair as SensitivityTable -> solver + Budget -> Allocation
+-> ``protocols.run_policy`` -> RunRecord, so two methods that differ only in their metric
+produce runs that differ only in that metric. ``uniform_references`` adds the uniform runs a
+mixed policy must beat, ``hawq_v3_sweep`` HAWQ-V3's own setting, ``solver_agreement`` a check
+that two solvers choose the same policy.
 """
 
 from __future__ import annotations
 
-import re
-import time
 from typing import Any
 
+import pandas as pd
 import torch
-import torch.nn as nn
 
-from mpqbench.cost import Bits, Budget, LayerCost, cost_summary, layer_costs
-from mpqbench.data import Splits
+from mpqbench.context import Context
+from mpqbench.cost import Bits, Budget, LayerCost, cost_summary
+from mpqbench.data import Split
 from mpqbench.errors import MpqbenchError
-from mpqbench.evaluate import evaluate
-from mpqbench.ptq import PtqConfig, PtqResult, run_ptq
-from mpqbench.results import RunRecord
-from mpqbench.runs import quantized_run_record
-from mpqbench.search import SearchResult, search, uniform_bits
-from mpqbench.sensitivity import SensitivityTable
-
-
-def budget_label(budget: Budget) -> str:
-    """A short, file-name-safe label: ``ratio8``, ``size0.1MiB``, ``bitops0.5G``, ``W4A4eq``,
-    joined by ``_`` when the budget has several limits."""
-    parts = []
-    for key, value in budget.describe().items():
-        if key == "bitops_equiv":
-            parts.append(f"W{value[0]}A{value[1]}eq")
-        else:
-            short = {"compression_ratio": "ratio", "size_mib": "size", "bitops_g": "bitops",
-                     "mean_w_bits": "meanw"}[key]
-            unit = {"size_mib": "MiB", "bitops_g": "G"}.get(key, "")
-            parts.append(f"{short}{value:g}{unit}")
-    return re.sub(r"[^A-Za-z0-9.]+", "_", "_".join(parts))
+from mpqbench.naming import budget_label, protocol_tag, run_id
+from mpqbench.protocols import run_policy, search_allocation, uniform_allocation
+from mpqbench.search import search, uniform_bits
+from mpqbench.sensitivity import SensitivityTable, restrict_table
 
 
 def interpolated_budget(layers: list[LayerCost], fixed: Bits, r: float, kind: str,
@@ -71,57 +56,72 @@ def uniform_at_least(layers: list[LayerCost], budget: Budget, w_choices: list[in
     return None
 
 
-def mixed_ptq_run(
-    *, model: nn.Module, splits: Splits, model_name: str, settings: dict[str, Any],
-    device: torch.device | str, fp_top1: float, table: SensitivityTable, budget: Budget,
-    fixed: Bits, method: str, rounding: str, solver: str = "ilp", run_id: str | None = None,
-    extra: dict[str, Any] | None = None, calibration: list[torch.Tensor] | None = None,
-) -> tuple[RunRecord, SearchResult, PtqResult]:
-    """Solve ``table`` under ``budget``, quantize with PTQ, evaluate on test, record it all.
-
-    ``calibration``: image batches for PTQ (synthetic data); default: drawn from train.
-    """
-    start = time.perf_counter()
-    layers = layer_costs(model, splits.input_shape)
-    result = search(solver, table.frame, layers, budget, fixed)
-    ptq_config = PtqConfig.from_dict(settings.get("ptq"))
-    ptq = run_ptq(model, result.bits, splits.train if calibration is None else calibration,
-                  splits.input_shape, rounding, ptq_config, device, settings["seed"])
-    eval_cfg = settings["eval"]
-    evaluation = evaluate(ptq.model, splits.test, eval_cfg["batch_size"], device,
-                          eval_cfg.get("max_images"), desc=f"{table.metric} {budget_label(budget)}")
-    candidates = sorted({int(b) for b in table.frame.w_bits})
-    record = quantized_run_record(
-        run_id=run_id or f"{method}-{model_name}-{table.metric}-{budget_label(budget)}-{rounding}",
-        method=method, model_name=model_name, splits=splits, layers=layers, bits=result.bits,
-        result=evaluation, fp_top1=fp_top1, protocol=f"ptq-{rounding}", settings=settings,
-        device=device, fixed=fixed, metric=table.metric, solver=result.solver,
-        budget=budget.describe(), bit_candidates=candidates,
-        timing={"sensitivity_s": table.seconds, "search_s": result.seconds,
-                "protocol_s": ptq.seconds["total_s"],
-                "total_s": table.seconds + time.perf_counter() - start},
-        extra={"calibration": "train" if calibration is None else "given batches",
-               "sensitivity_cost": table.cost(), "sensitivity_extra": table.extra,
-               "solver_status": result.status, "objective": result.objective,
-               "totals": result.totals, "ptq": ptq_config.to_dict(), **(extra or {})},
-    )
-    return record, result, ptq
+def sweep(ctx: Context, tables: dict[str, SensitivityTable], budgets: list[Budget],
+          protocol: str, *, method: str, solver: str = "ilp",
+          calibration: Split | list[torch.Tensor] | None = None,
+          extra: dict[str, Any] | None = None, label: str = "metric") -> pd.DataFrame:
+    """Every table at every budget through ``protocol``; one row per run, ``label`` naming the
+    table. Run ids: ``<method>-<model>-<table>-<budget>-<protocol>``."""
+    rows = []
+    for budget in budgets:
+        for name, table in tables.items():
+            outcome = run_policy(
+                ctx, search_allocation(ctx, table, budget, solver), protocol, method=method,
+                run_id=run_id(method, ctx.model_name, name, budget_label(budget),
+                              protocol_tag(protocol)),
+                calibration=calibration, extra={"table": name, **(extra or {})})
+            rows.append(outcome.row(budget=budget_label(budget), **{label: name}))
+    return pd.DataFrame(rows)
 
 
-def uniform_reference_run(
-    *, model: nn.Module, splits: Splits, model_name: str, settings: dict[str, Any],
-    device: torch.device | str, fp_top1: float, layers: list[LayerCost], budget: Budget,
-    w_choices: list[int], a_bits: int, fixed: Bits, rounding: str, method: str,
-    done: set[tuple[int, int]],
-) -> RunRecord | None:
-    """The uniform run a mixed policy under ``budget`` must beat (``uniform_at_least``), through
-    the same PTQ protocol; ``None`` when there is none or it is already in ``done`` (updated)."""
-    from mpqbench.uniform import uniform_ptq_run
+def uniform_references(ctx: Context, budgets: list[Budget], w_choices: list[int], a_bits: int,
+                       protocol: str, *, method: str, label: str = "metric") -> pd.DataFrame:
+    """The uniform run each size budget's mixed policies must beat (``uniform_at_least``),
+    once per width, through the same protocol. Run ids: ``<method>-<model>-WxAy-<protocol>``."""
+    rows, done = [], set()
+    for budget in budgets:
+        wa = uniform_at_least(ctx.layers, budget, w_choices, a_bits, ctx.fixed)
+        if wa is None or wa in done:
+            continue
+        done.add(wa)
+        config = f"W{wa[0]}A{wa[1]}"
+        outcome = run_policy(ctx, uniform_allocation(ctx, config), protocol, method=method,
+                             run_id=run_id(method, ctx.model_name, config,
+                                           protocol_tag(protocol)))
+        rows.append(outcome.row(budget="uniform", **{label: f"uniform {config}"}))
+    return pd.DataFrame(rows)
 
-    wa = uniform_at_least(layers, budget, w_choices, a_bits, fixed)
-    if wa is None or wa in done:
-        return None
-    done.add(wa)
-    record, _ = uniform_ptq_run(model, splits, model_name, settings, device, fp_top1,
-                                f"W{wa[0]}A{wa[1]}", rounding, method)
-    return record
+
+def hawq_v3_sweep(ctx: Context, table: SensitivityTable, bits: list[int], ratios: list[float],
+                  kinds: list[str], a_bits: int, protocol: str) -> pd.DataFrame:
+    """HAWQ-V3's setting (Yao et al. 2021): weights in ``bits`` (e.g. {4, 8}), budgets at
+    ``r`` of the way from all-low to all-high; ``size`` at ``a_bits`` activations, ``bitops``
+    with W = A. Method ``hawq_v3``; run ids ``hawq_v3-<model>-<kind>-r<r>-<protocol>``."""
+    rows = []
+    for kind in kinds:
+        restricted = restrict_table(table, bits, a_bits if kind == "size" else None)
+        for r in ratios:
+            budget = interpolated_budget(ctx.layers, ctx.fixed, r, kind, min(bits), max(bits),
+                                         a_bits)
+            outcome = run_policy(
+                ctx, search_allocation(ctx, restricted, budget), protocol, method="hawq_v3",
+                run_id=run_id("hawq_v3", ctx.model_name, kind, f"r{r:g}", protocol_tag(protocol)),
+                extra={"hawq_v3": {"kind": kind, "r": r}})
+            rows.append(outcome.row(kind=kind, r=r))
+    return pd.DataFrame(rows)
+
+
+def solver_agreement(ctx: Context, tables: dict[str, SensitivityTable], budgets: list[Budget],
+                     solvers: tuple[str, ...] = ("ilp", "pareto")) -> pd.DataFrame:
+    """Each solver on each (table, budget): its objective and seconds, and whether all chose
+    the same policy."""
+    rows = []
+    for budget in budgets:
+        for name, table in tables.items():
+            found = {s: search(s, table.frame, ctx.layers, budget, ctx.fixed) for s in solvers}
+            first = found[solvers[0]].bits
+            rows.append({"table": name, "budget": budget_label(budget),
+                         "same policy": all(f.bits == first for f in found.values()),
+                         **{f"{s} objective": f.objective for s, f in found.items()},
+                         **{f"{s} s": f.seconds for s, f in found.items()}})
+    return pd.DataFrame(rows)

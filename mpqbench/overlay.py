@@ -18,7 +18,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from mpqbench.config import load_yaml
+from mpqbench.data import DATASETS, folder_root
 from mpqbench.errors import MpqbenchError
+from mpqbench.models.zoo import check_model_dataset
 from mpqbench.params_schema import check_params
 
 REPLACE_KEY = "replace"
@@ -67,9 +69,6 @@ def check_suite(params: dict[str, Any], repo: str | Path = ".") -> None:
 
     ``repo``: the folder holding params.yaml and ``notebooks/``.
     """
-    from mpqbench.data import DATASETS, folder_root
-    from mpqbench.models.zoo import check_model_dataset
-
     dataset = params.get("dataset")
     spec = DATASETS.get(dataset)
     models = params.get("models") or []

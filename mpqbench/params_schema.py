@@ -24,7 +24,8 @@ from mpqbench.data import DATASETS
 from mpqbench.errors import MpqbenchError
 from mpqbench.finetune import FinetuneConfig
 from mpqbench.models.zoo import MODELS
-from mpqbench.ptq import PtqConfig
+from mpqbench.ptq import ROUNDINGS, PtqConfig
+from mpqbench.qat import QAT_PROTOCOLS
 from mpqbench.search import SOLVERS
 from mpqbench.sensitivity import METRICS
 from mpqbench.synth import GENERATORS, SynthConfig
@@ -75,6 +76,11 @@ class Checked:
 
     check: Callable[[Any], Any]
     what: str
+
+
+def _protocol_names() -> list[str]:
+    """The names of ``protocols.PROTOCOLS`` (that module imports this one)."""
+    return [f"ptq-{r}" for r in ROUNDINGS.names()] + QAT_PROTOCOLS.names()
 
 
 def _names(*names: str) -> Callable[[], list[str]]:
@@ -138,10 +144,10 @@ TABLE = Keys({"metric": Name(METRICS.names, "metric"), "data": str, "options": M
 
 METHOD_CFG = Keys({
     "uniform": Keys({"configs": ListOf(BIT_PAIR),
-                     "roundings": ListOf(Name(_names("nearest", "adaround"), "rounding"))}),
+                     "roundings": ListOf(Name(ROUNDINGS.names, "rounding"))}),
     "first_order_ptq": Keys({
         "bits": BITS, "a_bits": int, "budgets": ListOf(BUDGET),
-        "rounding": Name(_names("nearest", "adaround"), "rounding"),
+        "rounding": Name(ROUNDINGS.names, "rounding"),
         "metrics": METRIC_OPTIONS, "solver": Name(SOLVERS.names, "solver"),
         "hawq_v3": Keys({"metric": Name(METRICS.names, "metric"), "bits": BITS,
                          "ratios": ListOf(float),
@@ -149,7 +155,7 @@ METHOD_CFG = Keys({
     }),
     "data_free": Keys({
         "bits": BITS, "a_bits": int, "budgets": ListOf(BUDGET),
-        "rounding": Name(_names("nearest", "adaround"), "rounding"),
+        "rounding": Name(ROUNDINGS.names, "rounding"),
         "real_images": int, "synth": Each(SynthConfig, Name(GENERATORS.names, "generator")),
         "calibrate_on": str, "tables": Each(TABLE), "allocate": ListOf(str),
     }),
@@ -163,12 +169,14 @@ METHOD_CFG = Keys({
         "perturb_space": Name(_names("weight_standardized", "raw"), "perturbation space"),
         "cases_at": BIT_PAIR, "rho_sweep": ListOf(float), "cases_rho": float,
         "cases": ListOf(int), "every": ListOf(int), "rho_mixed": float,
-        "mixed_policy": Keys({"runs": str, "run_id": str}, required=("runs", "run_id")),
+        "mixed_policy": Keys({"method": str, "budget": BUDGET,
+                              "protocol": Name(_protocol_names, "protocol")},
+                             required=("method", "budget", "protocol")),
     }),
 })
 
 POLICY_BANK = Keys({"count": int, "budget": BUDGET, "bits": BITS, "a_bits": int,
-                    "rounding": Name(_names("nearest", "adaround"), "rounding"),
+                    "rounding": Name(ROUNDINGS.names, "rounding"),
                     "val_images": Maybe(int)}, required=("count", "budget", "bits", "a_bits"))
 
 PROFILE = Keys({

@@ -15,6 +15,7 @@ import seaborn as sns
 import torch
 
 from mpqbench.comparison import pareto_front, seed_groups
+from mpqbench.results import policy_bits
 
 
 def sensitivity_heatmaps(tables: dict, layer_order: list[str]):
@@ -114,5 +115,21 @@ def accuracy_vs_cost(frame: pd.DataFrame, model: str, x: str = "size_mib"):
     ax.set_ylabel("test top-1 (%)")
     ax.set_title(f"{model}: every run (PTQ and QAT), {x}")
     ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def bits_heatmaps(runs: list, layer_order: list[str], keys: tuple[str, ...] = ("w_bits",),
+                  strip: tuple[str, ...] = ()):
+    """Layers x runs, one heatmap per key (``w_bits``, ``a_bits``): each run's bits per layer.
+    ``runs``: RunRecords with a policy; ``strip``: substrings removed from the run ids shown."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(len(keys) * (0.9 * len(runs) + 3), 6),
+                             sharey=True, squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        bits = policy_bits(runs, layer_order, key)
+        for text in strip:
+            bits.columns = [c.replace(text, "") for c in bits.columns]
+        sns.heatmap(bits, annot=True, cbar=False, cmap="magma", vmin=2, vmax=8, ax=ax)
+        ax.set_title(key.replace("_", " ") + " per layer")
     fig.tight_layout()
     return fig

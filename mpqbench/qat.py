@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -99,54 +99,9 @@ def fingerprint(model: nn.Module, *args: Any) -> str:
     return digest.hexdigest()
 
 
-def qat_config(settings: dict[str, Any], overrides: dict[str, Any] | None = None) -> QatConfig:
-    """The profile's QAT schedule (``profiles.<p>.qat``) with ``overrides`` on top."""
-    if "qat" not in settings:
-        raise MpqbenchError(f"profile {settings.get('profile')!r} has no 'qat' settings; add "
-                            "profiles.<profile>.qat to params.yaml (see the quick profile)")
-    return QatConfig.from_dict({**settings["qat"], **(overrides or {})}, settings["seed"])
-
-
 def loss_curve(history: dict, max_points: int = 500) -> list[dict[str, float]]:
     """The steps' losses and seconds (rounded to 5 digits) for RunRecords: every step, or
     every k-th one (always the first) so that at most about ``max_points`` are kept."""
     steps = history["steps"]
     every = max(1, -(-len(steps) // max_points))
     return [{k: round(float(v), 5) for k, v in s.items()} for s in steps[::every]]
-
-
-def qat_policy_run(
-    *, protocol: str, model: nn.Module, splits, model_name: str, settings: dict[str, Any],
-    device: torch.device | str, fp_top1: float, layers, bits: Bits, fixed: Bits, method: str,
-    run_id: str, config: QatConfig, step_options: dict[str, Any] | None = None,
-    metric: str | None = None, solver: str | None = None, budget: dict | None = None,
-    bit_candidates: list[int] | None = None, timing: dict[str, float] | None = None,
-    extra: dict[str, Any] | None = None, resume_dir: str | None = ".resume",
-):
-    """Fine-tune the FP ``model`` under ``bits`` with ``protocol``, evaluate on test, and return
-    (RunRecord, QatResult). ``timing`` adds earlier phases (sensitivity_s, search_s) to the
-    record; the protocol's seconds and the loss curve are filled in here. An interrupted
-    run resumes from ``resume_dir/<run_id>.pt`` (None: no resume states)."""
-    from mpqbench.evaluate import evaluate
-    from mpqbench.runs import quantized_run_record
-
-    resume = f"{resume_dir}/{run_id}.pt" if resume_dir else None
-    qat = run_qat(protocol, model, bits, splits.train, splits.input_shape, config, device,
-                  step_options, resume, desc=run_id, frozen=fixed)
-    eval_cfg = settings["eval"]
-    result = evaluate(qat.model, splits.test, eval_cfg["batch_size"], device,
-                      eval_cfg.get("max_images"), desc=f"{run_id} test")
-    timing = dict(timing or {})
-    before = timing.get("sensitivity_s", 0.0) + timing.get("search_s", 0.0)
-    record = quantized_run_record(
-        run_id=run_id, method=method, model_name=model_name, splits=splits, layers=layers,
-        bits=bits, result=result, fp_top1=fp_top1, protocol=protocol, settings=settings,
-        device=device, fixed=fixed, metric=metric, solver=solver, budget=budget,
-        bit_candidates=bit_candidates,
-        timing={**timing, "protocol_s": qat.seconds, "total_s": before + qat.seconds,
-                "train_s_per_step": qat.seconds_per_step()},
-        extra={"qat": asdict(config), "step": type(qat.step).__name__,
-               "step_options": step_options or {}, "forward_passes": qat.step.forward_passes,
-               "loss_curve": loss_curve(qat.history), **(extra or {})},
-    )
-    return record, qat

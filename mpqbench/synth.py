@@ -22,7 +22,7 @@ Both work in the model's input space (normalized images), batch by batch, seeded
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -87,6 +87,7 @@ class SynthData:
     generator: str
     seconds: float
     loss_history: list[float] = field(default_factory=list)
+    fp_agreement: float | None = None  # share of images the FP model labels as ``y`` (0..1)
 
     def batches(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(self.x[i:i + batch_size], self.y[i:i + batch_size])
@@ -282,6 +283,19 @@ def generate(name: str, model: nn.Module, input_shape: tuple[int, int, int], num
     return GENERATORS.get(name)(model, input_shape, num_classes, config, device, seed)
 
 
+def generate_all(model: nn.Module, splits: Any, configs: dict[str, SynthConfig],
+                 device: torch.device | str = "cpu", seed: int = 0) -> dict[str, SynthData]:
+    """Every generator of ``configs`` (name -> settings) in order, each with ``seed``; then the
+    share of each set's images the FP ``model`` labels as their target (``fp_agreement``)."""
+    made = {name: generate(name, model, splits.input_shape, splits.num_classes, config, device,
+                           seed) for name, config in configs.items()}
+    for data in made.values():
+        with torch.no_grad():
+            predicted = model(data.x.to(device)).argmax(1).cpu()
+        data.fp_agreement = (predicted == data.y).float().mean().item()
+    return made
+
+
 class NoRealData:
     """A split that refuses every use: the data-free path must never read real images."""
 
@@ -301,6 +315,4 @@ class NoRealData:
 def without_real_training_data(splits: Any) -> Any:
     """A copy of ``splits`` whose train and val splits raise on any use (test stays: it is
     where the result is reported)."""
-    from dataclasses import replace
-
     return replace(splits, train=NoRealData("train"), val=NoRealData("val"))

@@ -36,85 +36,68 @@ policy_bank_dir = "results/policy_bank"
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 
-from mpqbench.baseline import method_setup
+from mpqbench.context import build_context
 from mpqbench.cost import Budget
-from mpqbench.data import DATASETS, calibration_subset
-from mpqbench.mixed import budget_label, mixed_ptq_run, uniform_reference_run
+from mpqbench.data import DATASETS
+from mpqbench.metric_quality import metric_quality
+from mpqbench.mixed import solver_agreement, sweep, uniform_references
 from mpqbench.plots import accuracy_vs_size, correlation_scatter, image_grid, sensitivity_heatmaps
-from mpqbench.policy_bank import (
-    load_policy_bank,
-    measured_drops,
-    predicted_scores,
-    rank_correlations,
-)
-from mpqbench.ptq import PtqConfig
-from mpqbench.quant.fold import fold_batchnorm
-from mpqbench.results import save_run
-from mpqbench.search import search
-from mpqbench.sensitivity import SensitivityContext, calibration_context, compute
-from mpqbench.synth import SynthConfig, generate, without_real_training_data
+from mpqbench.policy_bank import load_policy_bank
+from mpqbench.sensitivity import compute
+from mpqbench.synth import SynthConfig, generate_all, without_real_training_data
 from mpqbench.verdict import allocator_verdicts, spearman_verdict
 
-setup = method_setup("data_free", model_name, profile, params_file)
-settings, cfg, model, splits, device = (setup.settings, setup.cfg, setup.model, setup.splits,
-                                        setup.device)
-layers, fixed, searchable, fp = setup.layers, setup.fixed, setup.searchable, setup.fp
-print(f"{model_name} on {splits.variant}: FP top-1 {fp.top1:.2f}% ({fp.images} test images)")
+ctx = build_context(model_name, profile, params_file, runs_dir=runs_dir)
+cfg = ctx.profile.method_cfg("data_free")
+protocol = f"ptq-{cfg['rounding']}"
+print(f"{model_name} on {ctx.splits.variant}: FP top-1 {ctx.fp_top1:.2f}% ({ctx.fp.images} test "
+      "images)")
 
 # %% [markdown]
 # ## Synthetic data: the same image and step budget for both generators
 
 # %%
-synth = {}
-for name, spec in cfg["synth"].items():
-    config = SynthConfig.from_dict({**spec, **settings.get("synth", {})})
-    synth[name] = generate(name, model, splits.input_shape, splits.num_classes, config, device,
-                           settings["seed"])
-spec = DATASETS.get(splits.dataset)
+configs = {name: SynthConfig.from_dict({**spec, **ctx.settings.get("synth", {})})
+           for name, spec in cfg["synth"].items()}
+synth = generate_all(ctx.model, ctx.splits, configs, ctx.device, ctx.seed)
+spec = DATASETS.get(ctx.splits.dataset)
 for name, data in synth.items():
-    with torch.no_grad():
-        agree = (model(data.x.to(device)).argmax(1).cpu() == data.y).float().mean().item()
     print(f"{name}: {len(data.x)} images in {data.seconds:.1f} s; loss {data.loss_history[0]:.3f}"
-          f" -> {data.loss_history[-1]:.3f}; FP model predicts the label of {100 * agree:.1f}%")
-    image_grid(data.x, data.y, splits.classes, spec.mean, spec.std, per_class=3)
+          f" -> {data.loss_history[-1]:.3f}; the FP model predicts the label of "
+          f"{100 * data.fp_agreement:.1f}%")
+    image_grid(data.x, data.y, ctx.splits.classes, spec.mean, spec.std, per_class=3)
     plt.suptitle(f"{name} synthetic images", y=1.02)
     plt.show()
 
 # %% [markdown]
 # ## Sensitivity tables on synthetic and on real data
+# Real images: at most the profile's calibration images (on smoke a size-dependent setting
+# like every other).
 
 # %%
-folded = fold_batchnorm(model).to(device)
-ptq_config = PtqConfig.from_dict(settings.get("ptq"))
-real = calibration_context(model, splits, settings, searchable, cfg["bits"], cfg["a_bits"], device)
-# at most the profile's calibration images: on smoke a size-dependent setting like every other
-real_images = min(cfg["real_images"], ptq_config.calib_images)
-real_subset = calibration_subset(splits.train, real_images, settings["seed"])
+batch_size = ctx.profile.ptq.batch_size
 sources = {
-    "real": [(x.to(device), y.to(device)) for x, y in real_subset.batches(ptq_config.batch_size)],
-    **{name: [(x.to(device), y.to(device)) for x, y in data.batches(ptq_config.batch_size)]
+    "real": ctx.calibration_batches(min(cfg["real_images"], ctx.profile.ptq.calib_images)),
+    **{name: [(x.to(ctx.device), y.to(ctx.device)) for x, y in data.batches(batch_size)]
        for name, data in synth.items()},
 }
-tables = {}
-for table_name, spec in cfg["tables"].items():
-    ctx = SensitivityContext(folded, searchable, sorted(cfg["bits"]), cfg["a_bits"],
-                             sources[spec["data"]], ptq_config.weight_observer, settings["seed"])
-    tables[table_name] = compute(spec["metric"], ctx, **spec.get("options", {}))
-tables["first_order-real"] = compute("first_order", real)  # the first-order notebook's allocator
-generation = pd.DataFrame({name: {"seconds": d.seconds, "images": len(d.x),
-                                  "steps a batch": len(d.loss_history)}
-                           for name, d in synth.items()}).T
-generation
+tables = {name: compute(table["metric"],
+                        ctx.sensitivity_context(cfg["bits"], cfg["a_bits"], sources[table["data"]]),
+                        **table.get("options", {}))
+          for name, table in cfg["tables"].items()}
+# the first-order notebook's allocator, on the PTQ protocol's real calibration images
+tables["first_order-real"] = compute("first_order",
+                                     ctx.sensitivity_context(cfg["bits"], cfg["a_bits"]))
+pd.DataFrame({name: {"seconds": d.seconds, "images": len(d.x), "steps a batch":
+                     len(d.loss_history)} for name, d in synth.items()}).T
 
 # %%
-cost = pd.DataFrame({name: {"data": cfg["tables"].get(name, {"data": "real"})["data"], **t.cost()}
-                     for name, t in tables.items()}).T
-cost
+pd.DataFrame({name: {"data": cfg["tables"].get(name, {"data": "real"})["data"], **t.cost()}
+              for name, t in tables.items()}).T
 
 # %%
-sensitivity_heatmaps(tables, searchable)
+sensitivity_heatmaps(tables, ctx.searchable)
 plt.show()
 
 # %% [markdown]
@@ -122,24 +105,13 @@ plt.show()
 
 # %%
 bank = load_policy_bank(f"{policy_bank_dir}/{model_name}.json")
-drops = measured_drops(bank)
-correlation_rows, points = [], []
-for name, table in tables.items():
-    predicted = predicted_scores(table.frame, bank)
-    correlation_rows.append({"table": name, **rank_correlations(predicted, drops)})
-    points += [{"table": name, "predicted": p, "measured_drop": d}
-               for p, d in zip(predicted, drops, strict=True)]
-correlations = pd.DataFrame(correlation_rows).set_index("table").round(3)
-# saved with every RunRecord below, with the bank it was measured on
-metric_quality = {"policy_bank": {"policies": len(drops), "budget": bank["config"]["budget"],
-                                  "bits": bank["config"]["bits"]},
-                  "tables": correlations.to_dict(orient="index")}
-print(f"policy bank: {len(drops)} random policies at {bank['config']['budget']}, "
-      f"val drops {drops.min():.2f} to {drops.max():.2f} points")
-correlations
+quality = metric_quality(tables, bank)  # saved with every RunRecord below
+print(f"policy bank: {quality.policies} random policies at {bank['config']['budget']}, "
+      f"val drops {quality.drops.min():.2f} to {quality.drops.max():.2f} points")
+quality.correlations
 
 # %%
-correlation_scatter(pd.DataFrame(points))
+correlation_scatter(quality.points)
 plt.show()
 
 # %% [markdown]
@@ -150,49 +122,25 @@ plt.show()
 # images) are the comparison points.
 
 # %%
-free_splits = without_real_training_data(splits)
-data = synth[cfg["calibrate_on"]]  # the same calibration images for every data-free policy
+data = synth[cfg["calibrate_on"]]
 print(f"every data-free policy calibrated on the {data.generator} images")
-rows, uniform_done = [], set()
-for budget_spec in cfg["budgets"]:
-    budget = Budget.from_dict(budget_spec)
-    for name in cfg["allocate"]:
-        table = tables[name]
-        record, _, _ = mixed_ptq_run(
-            model=model, splits=free_splits, model_name=model_name, settings=settings,
-            device=device, fp_top1=fp.top1, table=table, budget=budget, fixed=fixed,
-            method="data_free", rounding=cfg["rounding"],
-            run_id=f"data_free-{model_name}-{name}-{budget_label(budget)}-{cfg['rounding']}",
-            calibration=[x for x, _ in data.batches(ptq_config.batch_size)],
-            extra={"table": name, "calibration_data": data.generator,
-                   "generation_s": data.seconds, "metric_quality": metric_quality})
-        save_run(record, runs_dir)
-        rows.append({"allocator": name, "budget": budget_label(budget), **record.cost,
-                     **record.accuracy})
-    record, _, _ = mixed_ptq_run(
-        model=model, splits=splits, model_name=model_name, settings=settings, device=device,
-        fp_top1=fp.top1, table=tables["first_order-real"], budget=budget, fixed=fixed,
-        method="data_free", rounding=cfg["rounding"],
-        run_id=f"data_free-{model_name}-first_order-real-{budget_label(budget)}-{cfg['rounding']}",
-        extra={"table": "first_order-real", "metric_quality": metric_quality})
-    save_run(record, runs_dir)
-    rows.append({"allocator": "first_order (real data)", "budget": budget_label(budget),
-                 **record.cost, **record.accuracy})
-    record = uniform_reference_run(
-        model=model, splits=splits, model_name=model_name, settings=settings, device=device,
-        fp_top1=fp.top1, layers=layers, budget=budget, w_choices=cfg["bits"],
-        a_bits=cfg["a_bits"], fixed=fixed, rounding=cfg["rounding"], method="data_free",
-        done=uniform_done)
-    if record is not None:
-        save_run(record, runs_dir)
-        rows.append({"allocator": f"uniform {record.extra['config']}", "budget": "uniform",
-                     **record.cost, **record.accuracy})
-results = pd.DataFrame(rows)
+budgets = [Budget.from_dict(spec) for spec in cfg["budgets"]]
+free_ctx = ctx.with_splits(without_real_training_data(ctx.splits))
+results = pd.concat([
+    sweep(free_ctx, {name: tables[name] for name in cfg["allocate"]}, budgets, protocol,
+          method="data_free", label="allocator",
+          calibration=[x for x, _ in data.batches(batch_size)],
+          extra={"calibration_data": data.generator, "generation_s": data.seconds,
+                 "metric_quality": quality.record()}),
+    sweep(ctx, {"first_order-real": tables["first_order-real"]}, budgets, protocol,
+          method="data_free", label="allocator", extra={"metric_quality": quality.record()}),
+    uniform_references(ctx, budgets, cfg["bits"], cfg["a_bits"], protocol, method="data_free",
+                       label="allocator")])
 results[["allocator", "budget", "compression_ratio", "size_mib", "top1", "drop"]].round(3)
 
 # %%
-accuracy_vs_size(results, fp.top1, "allocator",
-                 f"{model_name}: data-free allocators, PTQ-{cfg['rounding']}")
+accuracy_vs_size(results, ctx.fp_top1, "allocator",
+                 f"{model_name}: data-free allocators, {protocol}")
 plt.show()
 
 # %% [markdown]
@@ -201,18 +149,7 @@ plt.show()
 # same problem as the ILP, so both must return the same policy.
 
 # %%
-solver_rows = []
-for budget_spec in cfg["budgets"]:
-    budget = Budget.from_dict(budget_spec)
-    for name in cfg["allocate"]:
-        by_solver = {solver: search(solver, tables[name].frame, layers, budget, fixed)
-                     for solver in ("ilp", "pareto")}
-        solver_rows.append({
-            "table": name, "budget": budget_label(budget),
-            "same policy": by_solver["ilp"].bits == by_solver["pareto"].bits,
-            **{f"{solver} objective": r.objective for solver, r in by_solver.items()},
-            **{f"{solver} s": r.seconds for solver, r in by_solver.items()}})
-solvers = pd.DataFrame(solver_rows)
+solvers = solver_agreement(ctx, {name: tables[name] for name in cfg["allocate"]}, budgets)
 assert solvers["same policy"].all(), "the ILP and the Pareto DP disagree"
 solvers.round(6)
 
@@ -225,8 +162,9 @@ solvers.round(6)
 # images; see `mpqbench/verdict.py` for the interval.
 
 # %%
-print(spearman_verdict(correlations, "task_loss-low-synthetic", "zeroq_kl-zeroq"))
+print(spearman_verdict(quality.correlations, "task_loss-low-synthetic", "zeroq_kl-zeroq"))
 allocations = results[results.allocator.isin(cfg["allocate"])].rename(
     columns={"allocator": "metric"})
-for v in allocator_verdicts(allocations, cfg["allocate"][0], cfg["allocate"][1:], fp.images):
+for v in allocator_verdicts(allocations, cfg["allocate"][0], cfg["allocate"][1:],
+                            ctx.fp.images):
     print(v.text())

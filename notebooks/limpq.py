@@ -34,32 +34,29 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from mpqbench.baseline import method_setup
-from mpqbench.cost import Budget, parse_wa
+from mpqbench.context import build_context
+from mpqbench.cost import Budget
 from mpqbench.limpq import (
+    finetune_policies,
     indicator_config,
-    indicator_records,
+    indicator_summary,
     indicator_table,
     indicators,
     repair,
     train_indicators,
 )
-from mpqbench.mixed import budget_label
-from mpqbench.qat import loss_curve, qat_config, qat_policy_run
-from mpqbench.results import load_runs, policy_bits, save_run
-from mpqbench.search import search, uniform_bits
+from mpqbench.plots import bits_heatmaps
+from mpqbench.results import load_runs
 from mpqbench.verdict import limpq_verdicts
 
-setup = method_setup("limpq", model_name, profile, params_file)
-settings, cfg, model, splits, device = (setup.settings, setup.cfg, setup.model, setup.splits,
-                                        setup.device)
-layers, fixed, searchable, fp = setup.layers, setup.fixed, setup.searchable, setup.fp
-candidates = cfg["candidates"]
+ctx = build_context(model_name, profile, params_file, runs_dir=runs_dir)
+cfg = ctx.profile.method_cfg("limpq")
+candidates, searchable = cfg["candidates"], ctx.searchable
 # the profile's QAT schedule, then LIMPQ's overrides for this profile (params.yaml)
-finetune = qat_config(settings, cfg.get("finetune", {}).get(settings["profile"]))
-print(f"{model_name} on {splits.variant}: FP top-1 {fp.top1:.2f}%; {len(searchable)} "
+finetune = ctx.profile.qat(cfg.get("finetune", {}).get(profile))
+print(f"{model_name} on {ctx.splits.variant}: FP top-1 {ctx.fp_top1:.2f}%; {len(searchable)} "
       f"searchable layers, candidates {candidates}; fine-tune {finetune.epochs} epoch(s) of "
-      f"{finetune.steps_per_epoch(len(splits.train))} steps")
+      f"{finetune.steps_per_epoch(len(ctx.splits.train))} steps")
 
 # %% [markdown]
 # ## Joint indicator training
@@ -67,9 +64,10 @@ print(f"{model_name} on {splits.variant}: FP top-1 {fp.top1:.2f}%; {len(searchab
 # random mixed setting; gradients accumulate, are clipped by value to 1, one SGD step.
 
 # %%
-indicator_cfg = indicator_config(settings)
-trained = train_indicators(model, splits.train, splits.input_shape, searchable, candidates,
-                           indicator_cfg, device, resume_path=f".resume/limpq-{model_name}.pt")
+indicator_cfg = indicator_config(ctx.profile)
+trained = train_indicators(ctx.model, ctx.splits.train, ctx.splits.input_shape, searchable,
+                           candidates, indicator_cfg, ctx.device,
+                           resume_path=f".resume/limpq-{model_name}.pt")
 curve = pd.DataFrame(trained.history["steps"])
 per_step = curve["seconds"].mean()
 print(f"indicator training: {len(curve)} steps, {trained.seconds:.1f} s, {per_step:.3f} s a "
@@ -134,48 +132,16 @@ print(f"repaired (unusable) widths: {repaired} of {len(frame)}")
 # %%
 table = indicator_table(frame, cfg["alpha"], trained.seconds,
                         len(curve) * indicator_cfg.batch_size, trained.passes_per_step)
-rows = []
-for spec in cfg["budgets"]:
-    budget = Budget.from_dict(spec)
-    found = search("ilp", table.frame, layers, budget, fixed)
-    label = budget_label(budget)
-    record, _ = qat_policy_run(
-        protocol="qat_lsq", model=model, splits=splits, model_name=model_name, settings=settings,
-        device=device, fp_top1=fp.top1, layers=layers, bits=found.bits, fixed=fixed,
-        method="limpq", run_id=f"limpq-{model_name}-{label}-qat_lsq", config=finetune,
-        metric="limpq_indicator", solver="ilp", budget=budget.describe(),
-        bit_candidates=candidates,
-        timing={"sensitivity_s": trained.seconds, "search_s": found.seconds},
-        extra={"solver_status": found.status, "objective": found.objective,
-               "totals": found.totals, "alpha": cfg["alpha"],
-               "indicator_steps": len(curve), "indicator_s_per_step": per_step,
-               "indicator_loss_curve": loss_curve(trained.history),
-               "indicators": indicator_records(frame), "repaired_widths": repaired,
-               "indicator_median_change": {k: float(v) for k, v in moved.items()},
-               "indicator_init": indicator_records(repair(trained.initial)),
-               "indicator_steps_at_clamp": dead})
-    save_run(record, runs_dir)
-    rows.append({"policy": f"LIMPQ {label}", **record.cost, **record.accuracy,
-                 "search_s": found.seconds})
-for config in cfg["uniform"]:
-    w, a = parse_wa(config)
-    record, _ = qat_policy_run(
-        protocol="qat_lsq", model=model, splits=splits, model_name=model_name, settings=settings,
-        device=device, fp_top1=fp.top1, layers=layers, bits=uniform_bits(layers, w, a, fixed),
-        fixed=fixed, method="limpq", run_id=f"limpq-{model_name}-uniform-{config}-qat_lsq",
-        config=finetune, solver="uniform", bit_candidates=candidates,
-        extra={"config": config})
-    save_run(record, runs_dir)
-    rows.append({"policy": f"uniform {config}", **record.cost, **record.accuracy,
-                 "search_s": 0.0})
-results = pd.DataFrame(rows)
+results = finetune_policies(ctx, table, [Budget.from_dict(spec) for spec in cfg["budgets"]],
+                            cfg["uniform"], candidates, finetune,
+                            indicator_summary(trained, frame, searchable, cfg["alpha"]))
 results[["policy", "bitops_g", "compression_ratio", "mean_w_bits", "mean_a_bits", "top1",
          "drop", "search_s"]].round(4)
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 4.5))
 sns.scatterplot(data=results, x="bitops_g", y="top1", hue="policy", style="policy", s=90, ax=ax)
-ax.axhline(fp.top1, color="grey", linestyle="--", label="FP")
+ax.axhline(ctx.fp_top1, color="grey", linestyle="--", label="FP")
 ax.set_xlabel("BitOps (G)")
 ax.set_ylabel("test top-1 (%)")
 ax.set_title(f"{model_name}: LIMPQ policies and uniform, all QAT-LSQ, same schedule")
@@ -186,16 +152,9 @@ plt.show()
 # ## Chosen bits per layer
 
 # %%
-saved = [run for run in load_runs(runs_dir) if run.solver == "ilp"]
-order = [layer.name for layer in layers]
-fig, axes = plt.subplots(1, 2, figsize=(2 * (0.9 * len(saved) + 3), 6), sharey=True)
-for ax, key in zip(axes, ["w_bits", "a_bits"], strict=True):
-    bits = policy_bits(saved, order, key)
-    bits.columns = [c.replace(f"limpq-{model_name}-", "").replace("-qat_lsq", "")
-                    for c in bits.columns]
-    sns.heatmap(bits, annot=True, cbar=False, cmap="magma", vmin=2, vmax=8, ax=ax)
-    ax.set_title(key.replace("_", " ") + " per layer")
-plt.tight_layout()
+bits_heatmaps([run for run in load_runs(runs_dir) if run.solver == "ilp"],
+              [layer.name for layer in ctx.layers], ("w_bits", "a_bits"),
+              strip=(f"limpq-{model_name}-", "-qat_lsq"))
 plt.show()
 
 # %% [markdown]
@@ -204,5 +163,5 @@ plt.show()
 # same fine-tuning. Same schedule and seed for both sides; see `mpqbench/verdict.py`.
 
 # %%
-for v in limpq_verdicts(results, fp.images):
+for v in limpq_verdicts(results, ctx.fp.images):
     print(v.text())

@@ -27,19 +27,16 @@ runs_dir = "results/runs/uniform-resnet20"
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 import seaborn as sns
 
-from mpqbench.baseline import method_setup
+from mpqbench.context import build_context
 from mpqbench.plots import accuracy_vs_size
-from mpqbench.results import save_run
-from mpqbench.uniform import uniform_ptq_run
+from mpqbench.uniform import uniform_grid
 
-setup = method_setup("uniform", model_name, profile, params_file)
-settings, method_cfg, model, splits, device, fp = (setup.settings, setup.cfg, setup.model,
-                                                   setup.splits, setup.device, setup.fp)
-print(f"{model_name} on {splits.variant}, FP top-1 {fp.top1:.2f}% on {fp.images} test images; "
-      f"PTQ settings: {settings['ptq']}")
+ctx = build_context(model_name, profile, params_file, runs_dir=runs_dir)
+cfg = ctx.profile.method_cfg("uniform")
+print(f"{model_name} on {ctx.splits.variant}, FP top-1 {ctx.fp_top1:.2f}% on {ctx.fp.images} "
+      f"test images; PTQ settings: {ctx.profile.ptq}")
 
 # %% [markdown]
 # ## Runs
@@ -47,17 +44,7 @@ print(f"{model_name} on {splits.variant}, FP top-1 {fp.top1:.2f}% on {fp.images}
 # finished.
 
 # %%
-rows, layer_stats = [], {}
-for config in method_cfg["configs"]:
-    for rounding in method_cfg["roundings"]:
-        record, ptq = uniform_ptq_run(model, splits, model_name, settings, device, fp.top1,
-                                      config, rounding)
-        save_run(record, runs_dir)
-        layer_stats[(config, rounding)] = ptq.layer_stats
-        rows.append({"config": config, "rounding": rounding, **record.cost,
-                     **record.accuracy, "ptq_s": ptq.seconds["total_s"],
-                     "eval_images_per_s": record.timing["eval_images_per_s"]})
-results = pd.DataFrame(rows)
+results, adaround_stats = uniform_grid(ctx, cfg["configs"], cfg["roundings"])
 results[["config", "rounding", "size_mib", "compression_ratio", "bitops_g", "top1", "top5",
          "drop", "ptq_s", "eval_images_per_s"]].round(3)
 
@@ -65,8 +52,9 @@ results[["config", "rounding", "size_mib", "compression_ratio", "bitops_g", "top
 # ## Accuracy against size
 
 # %%
-accuracy_vs_size(results, fp.top1, "rounding",
-                 f"{model_name}, uniform PTQ ({splits.variant}, profile {profile})", label="config")
+accuracy_vs_size(results, ctx.fp_top1, "rounding",
+                 f"{model_name}, uniform PTQ ({ctx.splits.variant}, profile {profile})",
+                 label="config")
 plt.show()
 
 # %% [markdown]
@@ -75,13 +63,22 @@ plt.show()
 # reconstruction error at the last step (summed over channels, mean over positions).
 
 # %%
-ada = pd.DataFrame([{"config": c, "layer": layer, **stats}
-                    for (c, r), per_layer in layer_stats.items() if r == "adaround"
-                    for layer, stats in per_layer.items()])
-if len(ada):
+if len(adaround_stats):
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    sns.barplot(data=ada, x="layer", y="flipped_vs_nearest", hue="config", ax=ax)
+    sns.barplot(data=adaround_stats, x="layer", y="flipped_vs_nearest", hue="config", ax=ax)
     ax.set_ylabel("rounded away from nearest")
     ax.tick_params(axis="x", rotation=90)
     plt.tight_layout()
     plt.show()
+
+# %% [markdown]
+# ## Conclusions, from the records above
+
+# %%
+by_config = results.pivot(index="config", columns="rounding", values="top1").loc[cfg["configs"]]
+for config, row in by_config.iterrows():
+    parts = [f"{rounding} {row[rounding]:.2f}% (drop {ctx.fp_top1 - row[rounding]:.2f})"
+             for rounding in cfg["roundings"]]
+    gain = (f"; AdaRound {row['adaround'] - row['nearest']:+.2f} points over nearest"
+            if {"adaround", "nearest"} <= set(cfg["roundings"]) else "")
+    print(f"{config}: " + ", ".join(parts) + gain)

@@ -213,19 +213,27 @@ def test_resnet20_policy_meets_both_budgets_by_the_independent_count():
 
 
 def test_indicator_settings_and_records():
+    from mpqbench.context import EvalConfig, Profile
     from mpqbench.limpq import indicator_config, indicator_records
+    from mpqbench.ptq import PtqConfig
 
     settings = {"profile": "p", "seed": 3, "qat": {"epochs": 9, "lr": 0.5},
                 "method_cfg": {"limpq": {"indicator_training": {"lr": 0.01,
                                                                 "grad_clip_value": 1.0}}},
                 "limpq_indicators": {"epochs": 2, "max_batches_per_epoch": 7}}
-    config = indicator_config(settings)
+
+    def profile(settings):
+        return Profile("p", 3, "cifar10", "cpu", EvalConfig(100), PtqConfig(), settings)
+
+    config = indicator_config(profile(settings))
     assert (config.epochs, config.lr, config.grad_clip_value, config.max_batches_per_epoch,
             config.seed) == (2, 0.01, 1.0, 7, 3)
     with pytest.raises(MpqbenchError, match="limpq_indicators"):
-        indicator_config({k: v for k, v in settings.items() if k != "limpq_indicators"})
+        indicator_config(profile({k: v for k, v in settings.items() if k != "limpq_indicators"}))
+    with pytest.raises(MpqbenchError, match="method_cfg.limpq"):
+        indicator_config(profile({**settings, "method_cfg": {}}))
     with pytest.raises(MpqbenchError, match="indicator_training"):
-        indicator_config({**settings, "method_cfg": {}})
+        indicator_config(profile({**settings, "method_cfg": {"limpq": {}}}))
     rows = indicator_records(repair(_frame({("a", "weight"): [0.5, 0.01, 0.2]})))
     assert rows[1] == {"layer": "a", "kind": "weight", "bits": 3, "indicator": 0.01,
                        "usable": False}

@@ -3,8 +3,9 @@ import pytest
 
 from mpqbench.cost import Budget, LayerCost, cost_summary, layer_costs
 from mpqbench.errors import MpqbenchError
-from mpqbench.mixed import budget_label, interpolated_budget, uniform_at_least
+from mpqbench.mixed import interpolated_budget, uniform_at_least
 from mpqbench.models import build_model
+from mpqbench.naming import budget_label
 from mpqbench.quant.policy import default_fixed
 from mpqbench.search import search
 from mpqbench.sensitivity import SensitivityTable, restrict_table

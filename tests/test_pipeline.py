@@ -47,7 +47,7 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
                                       "reads": "results/policy_bank/resnet20.json"}
     params["method_cfg"]["toy"] = {"metric": "fisher_fit", "solver": "pareto", "bits": [3, 4, 8],
                                    "a_bits": 8, "budgets": [{"compression_ratio": 6}],
-                                   "rounding": "nearest"}
+                                   "protocol": "ptq-nearest"}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "MPQBENCH_MIRROR": str(mirror_path()), "MPQBENCH_PROGRESS": "off",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from mpqbench.checkpoints import load_fp_model
-from mpqbench.config import load_params, profile_settings
-from mpqbench.uniform import uniform_ptq_run
+from mpqbench.config import load_params
+from mpqbench.context import Profile, context_for
+from mpqbench.protocols import run_policy, uniform_allocation
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = REPO / "results/runs/uniform-resnet20/uniform-resnet20-W4A8-nearest.json"
@@ -22,12 +23,14 @@ PTQ_TOLERANCE = 0.1  # points of top-1
 
 def test_a_committed_ptq_cell_reproduces_from_the_pinned_checkpoint(cifar_splits):
     committed = json.loads(RECORD.read_text())
-    settings = profile_settings(committed["provenance"]["profile"],
-                                load_params(REPO / "params.yaml"))
+    profile = Profile.from_params(load_params(REPO / "params.yaml"),
+                                  committed["provenance"]["profile"])
     model, meta = load_fp_model(REPO / "checkpoints/resnet20.pt")
     assert meta["test"]["top1"] == pytest.approx(committed["accuracy"]["fp_top1"])
-    record, _ = uniform_ptq_run(model, cifar_splits, "resnet20", settings, "cpu",
-                                committed["accuracy"]["fp_top1"], "W4A8", "nearest")
+    ctx = context_for("resnet20", model, cifar_splits, profile)
+    assert ctx.evaluate_fp().top1 == pytest.approx(committed["accuracy"]["fp_top1"])
+    record = run_policy(ctx, uniform_allocation(ctx, "W4A8"), "ptq-nearest", method="uniform",
+                        run_id=committed["run_id"]).record
     assert record.policy == committed["policy"]
     assert abs(record.accuracy["top1"] - committed["accuracy"]["top1"]) <= PTQ_TOLERANCE, (
         record.accuracy["top1"], committed["accuracy"]["top1"])

@@ -15,11 +15,10 @@ from mpqbench.sensitivity.base import (
     METRICS,
     SensitivityContext,
     SensitivityTable,
-    calibration_context,
     compute,
     metric_options,
     restrict_table,
 )
 
-__all__ = ["METRICS", "SensitivityContext", "SensitivityTable", "calibration_context", "compute",
+__all__ = ["METRICS", "SensitivityContext", "SensitivityTable", "compute",
            "metric_options", "restrict_table"]

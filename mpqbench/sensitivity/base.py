@@ -133,28 +133,6 @@ def compute(name: str, ctx: SensitivityContext, **options: Any) -> SensitivityTa
     return table
 
 
-def calibration_context(
-    model: nn.Module, splits: Any, settings: dict[str, Any], layers: list[str], bits: list[int],
-    a_bits: int, device: torch.device | str,
-) -> SensitivityContext:
-    """The context on the BN-folded model and the PTQ protocol's own calibration images.
-
-    ``settings``: a profile's settings (``ptq.calib_images``, ``ptq.batch_size``,
-    ``ptq.weight_observer`` and ``seed`` are read), so metrics and PTQ see the same images.
-    """
-    from mpqbench.data import calibration_subset
-    from mpqbench.ptq import PtqConfig
-    from mpqbench.quant.fold import fold_batchnorm
-
-    config = PtqConfig.from_dict(settings.get("ptq"))
-    folded = fold_batchnorm(model).to(device)
-    subset = calibration_subset(splits.train, min(config.calib_images, len(splits.train)),
-                                settings["seed"])
-    batches = [(x.to(device), y.to(device)) for x, y in subset.batches(config.batch_size)]
-    return SensitivityContext(folded, layers, sorted(bits), a_bits, batches,
-                              config.weight_observer, settings["seed"])
-
-
 def metric_options(settings: dict[str, Any], method_cfg: dict[str, Any], metric: str
                    ) -> dict[str, Any]:
     """A metric's options: the method's, then the profile's ``sensitivity.<metric>`` on top."""
