@@ -8,6 +8,8 @@ here fails on an empty or partial set of runs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import pandas as pd
@@ -25,6 +27,69 @@ def _budget_label(budget: dict[str, Any] | None) -> str:
     return budget_label(Budget.from_dict(budget)) if budget else ""
 
 
+def budget_title(budget: dict[str, Any] | None, extra: dict[str, Any] | None = None) -> str:
+    """A budget as a reader says it: ``8x size``, ``W4A4-equivalent BitOps``, ``0.16 MiB``,
+    ``1.15 G BitOps``, ``mean 4 weight bits``; HAWQ-V3's interpolated budgets as ``HAWQ-V3
+    size r=0.25``; a uniform run as ``uniform W4A8``; empty for the FP run."""
+    extra = extra or {}
+    if "hawq_v3" in extra:
+        return f"HAWQ-V3 {extra['hawq_v3']['kind']} r={extra['hawq_v3']['r']:g}"
+    if not budget:
+        return f"uniform {extra['config']}" if "config" in extra else ""
+    parts = []
+    for key, value in Budget.from_dict(budget).describe().items():
+        if key == "bitops_equiv":
+            parts.append(f"W{value[0]}A{value[1]}-equivalent BitOps")
+        else:
+            parts.append({"compression_ratio": f"{value:g}x size", "size_mib": f"{value:.3g} MiB",
+                          "bitops_g": f"{value:.3g} G BitOps",
+                          "mean_w_bits": f"mean {value:g} weight bits"}[key])
+    return " and ".join(parts)
+
+
+def budget_family(budget: dict[str, Any] | None, extra: dict[str, Any] | None = None) -> str:
+    """``size`` (weight size or ratio), ``bitops``, ``uniform`` or ``fp``: the report's table
+    a run's policy belongs to."""
+    if not budget:
+        return "uniform" if "config" in (extra or {}) else "fp"
+    return "bitops" if {"bitops_equiv", "bitops_g"} & set(budget) else "size"
+
+
+def recipe(run: RunRecord) -> str:
+    """The protocol and what else sets its result apart: for QAT the number of steps and the
+    step options that are not SAQ's defaults (``qat_saq, 100 steps, rho 0.4``)."""
+    extra = run.extra or {}
+    if not run.protocol.startswith("qat"):
+        return run.protocol
+    parts = [run.protocol]
+    curve = extra.get("loss_curve") or []
+    if curve:
+        parts.append(f"{int(curve[-1]['step'])} steps")
+    options = extra.get("step_options") or {}
+    if "rho" in options:
+        parts.append(f"rho {options['rho']:g}")
+    if options.get("case", 3) != 3:
+        parts.append(f"case {options['case']}")
+    if options.get("every", 1) != 1:
+        parts.append(f"every {options['every']}")
+    return ", ".join(parts)
+
+
+def config_key(run: RunRecord) -> str:
+    """A hash of everything that sets a run's result but its seed: model, data, protocol and
+    its settings (QAT schedule, step options, PTQ settings, calibration data) and the policy.
+    Runs with the same key differ only in their seed (or are repeats) and may be averaged;
+    runs with different keys never are."""
+    extra = run.extra or {}
+    qat = {k: v for k, v in (extra.get("qat") or {}).items() if k != "seed"}
+    settings = {"model": run.model, "data": run.dataset_variant, "protocol": run.protocol,
+                "qat": qat, "step_options": extra.get("step_options"), "ptq": extra.get("ptq"),
+                "calibration": [extra.get("calibration"), extra.get("calibration_data")],
+                "layers": (run.policy or {}).get("layers")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()
+                          ).hexdigest()[:12]
+
+
 def _allocator(run: RunRecord) -> str:
     if run.method == "fp":
         return "fp"
@@ -38,10 +103,14 @@ def run_frame(runs: list[RunRecord]) -> pd.DataFrame:
     dataset and the RunRecord's ``extra`` (for the tables that need it)."""
     base = summary_table(runs)
     if not len(base):
-        return base.assign(allocator=[], budget=[], seed=[], extra=[], policy=[],
-                           **{k: [] for k in TIMING})
+        return base.assign(allocator=[], budget=[], budget_title=[], family=[], recipe=[],
+                           config=[], seed=[], extra=[], policy=[], **{k: [] for k in TIMING})
     base["allocator"] = [_allocator(r) for r in runs]
     base["budget"] = [_budget_label(r.budget) for r in runs]
+    base["budget_title"] = [budget_title(r.budget, r.extra) for r in runs]
+    base["family"] = [budget_family(r.budget, r.extra) for r in runs]
+    base["recipe"] = [recipe(r) for r in runs]
+    base["config"] = [config_key(r) for r in runs]
     base["seed"] = [r.provenance.get("seed") for r in runs]
     for key in TIMING:
         base[key] = [float(r.timing.get(key, 0.0)) for r in runs]
@@ -73,17 +142,56 @@ def seed_groups(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 
-def allocator_protocol_matrix(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows: (model, budget, allocator); columns: protocol; cells: mean test top-1. Reads
-    allocator quality (down a column) apart from the training recipe (along a row)."""
-    runs = frame[(frame.method != "fp") & (frame.allocator != "uniform")]
-    uniform = frame[frame.allocator == "uniform"].copy()
-    uniform["budget"] = uniform.extra.map(lambda e: e.get("config", ""))
-    both = pd.concat([runs, uniform])
-    if not len(both):
-        return pd.DataFrame()
-    return both.pivot_table(index=["model", "budget", "allocator"], columns="protocol",
-                            values="top1", aggfunc="mean").round(2)
+DENSE = 0.5  # a pivot is shown only when at least this share of its cells holds a run
+
+
+def _cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, budget, allocator, recipe) and configuration: the mean top-1 over
+    the runs of one configuration (seeds or repeats) and their count. Where one cell holds
+    several configurations, the allocator is suffixed with the method (then the run id) so
+    that they stay apart."""
+    keys = ["model", "family", "budget_title", "allocator", "recipe"]
+    rows = []
+    for _, cell in frame.groupby(keys, sort=False):
+        split = "method" if cell.config.nunique() > 1 else None
+        if split and cell.groupby("method").config.nunique().max() > 1:
+            split = "run_id"
+        for tag, group in cell.groupby(split, sort=False) if split else [(None, cell)]:
+            first = group.iloc[0]
+            rows.append({**{k: first[k] for k in keys},
+                         "allocator": first.allocator + (f" [{tag}]" if split else ""),
+                         "top1": group.top1.mean(), "runs": len(group),
+                         "seeds": group.seed.nunique()})
+    return pd.DataFrame(rows, columns=[*keys, "top1", "runs", "seeds"])
+
+
+def allocator_protocol_matrix(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per budget family (``size``, ``bitops``, ``uniform``, ...): rows (model, budget,
+    allocator), columns: recipe (protocol and its settings), cells: mean test top-1 over the
+    seeds of one configuration, never over different settings. A family whose pivot would be
+    mostly empty (under ``DENSE``) is a long table instead, one row per cell."""
+    runs = frame[frame.method != "fp"]
+    if not len(runs):
+        return {}
+    out = {}
+    for family, part in _cells(runs).groupby("family", sort=True):
+        pivot = part.pivot_table(index=["model", "budget_title", "allocator"], columns="recipe",
+                                 values="top1", aggfunc="first").round(2)
+        if pivot.notna().to_numpy().mean() >= DENSE:
+            out[family] = pivot
+        else:
+            out[family] = part.drop(columns="family").sort_values(
+                ["model", "budget_title", "allocator", "recipe"]).reset_index(drop=True).round(2)
+    return out
+
+
+def shared_budgets(frame: pd.DataFrame) -> list[str]:
+    """Budget labels at which at least two allocators chose a policy: the ones whose bits per
+    layer are worth showing side by side."""
+    searched = frame[frame.policy.notna() & ~frame.allocator.isin(["uniform", "fp"])
+                     & (frame.budget != "")]
+    counts = searched.groupby("budget").allocator.nunique()
+    return sorted(counts[counts >= 2].index)
 
 
 def bits_at_budget(frame: pd.DataFrame, budget: str, key: str = "w_bits") -> pd.DataFrame:
@@ -146,20 +254,26 @@ def paper_vs_reproduced(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def method_costs(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per method and model: runs, and the mean seconds of sensitivity, search and protocol
-    (training or PTQ) per run, wall time on the recorded device."""
+    """Per method and model: runs, the mean seconds per run of sensitivity, search and
+    protocol (training or PTQ), and the summed wall seconds of all its runs
+    (``all_runs_s``), on the recorded device."""
     runs = frame[frame.method != "fp"]
     if not len(runs):
         return pd.DataFrame()
     out = runs.groupby(["model", "method", "device"]).agg(
         runs=("run_id", "count"), sensitivity_s=("sensitivity_s", "mean"),
         search_s=("search_s", "mean"), protocol_s=("protocol_s", "mean"),
-        total_s=("total_s", "sum"))
+        all_runs_s=("total_s", "sum"))
     return out.round(3).reset_index()
 
 
-def top1_by_run(frame: pd.DataFrame) -> dict[str, float]:
-    """Test top-1 (percent) of every run, keyed by run_id: the report's DVC metric
-    (``results/metrics/report.json``), so `dvc exp show` lists them per experiment."""
-    return {str(row.run_id): round(float(row.top1), 4)
+def run_metrics(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per run id, its test top-1 and drop (points), size (MiB) and BitOps (G), rounded to 4
+    digits: the report's DVC metrics, one small file a run (``results/metrics/runs/``), so
+    that ``dvc metrics show`` is a table of runs x these four and ``dvc metrics diff`` lists
+    what changed."""
+    return {str(row.run_id): {"top1": round(float(row.top1), 4),
+                              "drop": round(float(row.drop), 4),
+                              "size_mib": round(float(row.size_mib), 4),
+                              "bitops_g": round(float(row.bitops_g), 4)}
             for row in frame.sort_values("run_id").itertuples()}

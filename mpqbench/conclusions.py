@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from mpqbench.comparison import budget_title
 from mpqbench.results import RunRecord
 from mpqbench.verdict import Verdict
 
@@ -37,8 +38,10 @@ def _metric_of(run_id: str, record: RunRecord | None) -> str:
     return (record.metric or record.protocol) if record is not None else run_id
 
 
-def claim_verdicts(records: Iterable[RunRecord]) -> list[tuple[str, Verdict]]:
-    """(method, verdict) for every pair of runs that a claim names and that both exist."""
+def claim_pairs(records: Iterable[RunRecord]
+                ) -> list[tuple[str, Verdict, RunRecord, RunRecord]]:
+    """(method, verdict, the method's record, the baseline's record) for every pair of runs
+    that a claim names and that both exist."""
     by_id = {r.run_id: r for r in records}
     out = []
     for method, pattern, baselines, claim in CLAIMS:
@@ -55,8 +58,13 @@ def claim_verdicts(records: Iterable[RunRecord]) -> list[tuple[str, Verdict]]:
                 out.append((method, Verdict(
                     claim.format(baseline=label, **match.groupdict()), run_id, base.run_id,
                     float(record.accuracy["top1"]), float(base.accuracy["top1"]),
-                    int(record.accuracy.get("test_images", 0)))))
+                    int(record.accuracy.get("test_images", 0))), record, base))
     return out
+
+
+def claim_verdicts(records: Iterable[RunRecord]) -> list[tuple[str, Verdict]]:
+    """(method, verdict) for every pair of runs that a claim names and that both exist."""
+    return [(method, verdict) for method, verdict, _, _ in claim_pairs(records)]
 
 
 def ranking_lines(records: Iterable[RunRecord]) -> list[str]:
@@ -87,6 +95,51 @@ def identical_policies(records: Iterable[RunRecord]) -> list[str]:
                                  f"`{a.metric}` and `{b.metric}` chose the same policy (top-1 "
                                  f"{a.accuracy['top1']:.2f}): not independent evidence there")
     return lines
+
+
+GLANCE_START, GLANCE_END = "<!-- glance:start -->", "<!-- glance:end -->"
+_CLAIM_TEXT = {"saq": "SAQ vs plain QAT", "limpq": "LIMPQ vs uniform, same BitOps",
+               "data_free": "task loss (labeled synthetic) vs ZeroQ"}
+
+
+def glance_table(records: list[RunRecord]) -> str:
+    """Every claim's verdict as one Markdown table row (the README's results at a glance):
+    the claim, its budget as a reader says it, both top-1 values (%), the difference with its
+    95% interval (points) and the outcome."""
+    lines = ["| claim | budget | method top-1 | baseline top-1 | difference | verdict |",
+             "|---|---|---|---|---|---|"]
+    for method, v, record, base in claim_pairs(records):
+        claim = _CLAIM_TEXT.get(method, method)
+        if method == "first_order_ptq":
+            claim = f"first-order vs {base.metric}"
+        setting = budget_title(record.budget, record.extra)
+        if record.policy and record.solver != "uniform" and method == "saq":
+            setting = f"mixed policy at {setting}"
+        lines.append(f"| {claim} | {setting} | {v.method_top1:.2f} | {v.baseline_top1:.2f} "
+                     f"| {v.difference:+.2f} +- {v.half_width:.2f} | {v.outcome} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_glance(records: list[RunRecord], path: str | Path) -> str:
+    """``glance_table`` to ``path`` (``results/glance.md``); returns the table."""
+    text = glance_table(records)
+    Path(path).write_text(text)
+    return text
+
+
+def update_block(path: str | Path, text: str) -> bool:
+    """Replace what lies between the glance markers in ``path`` with ``text``; True when the
+    file changed. A file without both markers is an error naming them."""
+    path = Path(path)
+    old = path.read_text()
+    if GLANCE_START not in old or GLANCE_END not in old:
+        raise ValueError(f"{path} has no {GLANCE_START} ... {GLANCE_END} block")
+    head, rest = old.split(GLANCE_START, 1)
+    _, tail = rest.split(GLANCE_END, 1)
+    new = f"{head}{GLANCE_START}\n{text}{GLANCE_END}{tail}"
+    if new != old:
+        path.write_text(new)
+    return new != old
 
 
 def write_conclusions(records: list[RunRecord], path: str | Path) -> str:

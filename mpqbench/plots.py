@@ -119,17 +119,27 @@ def accuracy_vs_cost(frame: pd.DataFrame, model: str, x: str = "size_mib"):
     return fig
 
 
-def bits_heatmaps(runs: list, layer_order: list[str], keys: tuple[str, ...] = ("w_bits",),
-                  strip: tuple[str, ...] = ()):
-    """Layers x runs, one heatmap per key (``w_bits``, ``a_bits``): each run's bits per layer.
-    ``runs``: RunRecords with a policy; ``strip``: substrings removed from the run ids shown."""
-    fig, axes = plt.subplots(1, len(keys), figsize=(len(keys) * (0.9 * len(runs) + 3), 6),
+def bits_tables(tables: dict[str, pd.DataFrame]):
+    """One heatmap per table (layers x policies, cells: bits), side by side, titled by its
+    key (``w_bits`` -> "w bits per layer")."""
+    width = max(len(t.columns) for t in tables.values())
+    fig, axes = plt.subplots(1, len(tables), figsize=(len(tables) * (0.9 * width + 3), 6),
                              sharey=True, squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
-        bits = policy_bits(runs, layer_order, key)
-        for text in strip:
-            bits.columns = [c.replace(text, "") for c in bits.columns]
+    for ax, (key, bits) in zip(axes[0], tables.items(), strict=True):
         sns.heatmap(bits, annot=True, cbar=False, cmap="magma", vmin=2, vmax=8, ax=ax)
         ax.set_title(key.replace("_", " ") + " per layer")
     fig.tight_layout()
     return fig
+
+
+def bits_heatmaps(runs: list, layer_order: list[str], keys: tuple[str, ...] = ("w_bits",),
+                  strip: tuple[str, ...] = ()):
+    """Layers x runs, one heatmap per key (``w_bits``, ``a_bits``): each run's bits per layer.
+    ``runs``: RunRecords with a policy; ``strip``: substrings removed from the run ids shown."""
+    tables = {}
+    for key in keys:
+        bits = policy_bits(runs, layer_order, key)
+        for text in strip:
+            bits.columns = [c.replace(text, "") for c in bits.columns]
+        tables[key] = bits
+    return bits_tables(tables)

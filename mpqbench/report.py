@@ -103,3 +103,19 @@ def benchmark_tables(folder: str | Path, names: tuple[str, ...] = BENCHMARKS
                f"{record['torch_threads']} threads)")
         tables[key] = pd.DataFrame(record["rows"])
     return tables
+
+
+def write_metrics(metrics: dict[str, dict[str, float]], folder: str | Path) -> list[Path]:
+    """One small JSON file a run (``<run_id>.json``: its metrics) under ``folder``, after
+    removing the files of runs that are gone: the report stage's DVC metrics directory."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.json"):
+        if stale.stem not in metrics:
+            stale.unlink()
+    written = []
+    for run_id, values in metrics.items():
+        path = folder / f"{run_id}.json"
+        path.write_text(json.dumps(values, indent=1, sort_keys=True) + "\n")
+        written.append(path)
+    return written

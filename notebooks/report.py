@@ -24,11 +24,9 @@ out_dir = "results"
 benchmarks_dir = "results/benchmarks"
 
 # %%
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import seaborn as sns
 from IPython.display import display
 
 from mpqbench.comparison import (
@@ -38,20 +36,19 @@ from mpqbench.comparison import (
     metric_quality,
     paper_vs_reproduced,
     run_frame,
-    top1_by_run,
+    run_metrics,
+    shared_budgets,
 )
-from mpqbench.conclusions import write_conclusions
-from mpqbench.plots import accuracy_vs_cost
-from mpqbench.report import benchmark_tables, write_plot_data, write_summary
+from mpqbench.conclusions import write_conclusions, write_glance
+from mpqbench.plots import accuracy_vs_cost, bits_tables
+from mpqbench.report import benchmark_tables, write_metrics, write_plot_data, write_summary
 from mpqbench.results import load_runs
 
 runs = load_runs(runs_dir) if Path(runs_dir).is_dir() else []
 frame = run_frame(runs)
 write_summary(runs_dir, out_dir)
 write_plot_data(runs, Path(out_dir) / "plots")  # `dvc plots show`: training-loss curves
-metrics = Path(out_dir) / "metrics" / "report.json"  # `dvc exp show` columns: top-1 per run
-metrics.parent.mkdir(parents=True, exist_ok=True)
-metrics.write_text(json.dumps(top1_by_run(frame) if len(frame) else {}, indent=1) + "\n")
+write_metrics(run_metrics(frame), Path(out_dir) / "metrics" / "runs")  # `dvc metrics show`
 figures = Path(out_dir) / "figures"
 figures.mkdir(parents=True, exist_ok=True)
 print(f"{len(runs)} RunRecords; methods: {sorted(set(frame.method)) if len(frame) else []}; "
@@ -63,6 +60,7 @@ print(f"{len(runs)} RunRecords; methods: {sorted(set(frame.method)) if len(frame
 # `results/conclusions.md`, which the README links to.
 
 # %%
+write_glance(runs, Path(out_dir) / "glance.md")  # the README's table (`report --readme`)
 print(write_conclusions(runs, Path(out_dir) / "conclusions.md"))
 
 # %% [markdown]
@@ -79,26 +77,24 @@ for model in sorted(set(frame.model)) if len(frame) else []:
 
 # %% [markdown]
 # ## Allocator x protocol
-# Test top-1 of every policy (rows: model, budget or uniform setting, allocator) under every
-# protocol it went through (columns). Down a column: allocators under one recipe; along a
-# row: one policy under different recipes.
+# Test top-1 of every policy (rows: model, budget, allocator) under every recipe it went
+# through (columns: the protocol, and for QAT its steps and step options), one table per
+# budget family. A cell is the mean over the seeds of one configuration, never over
+# different settings; where a pivot would be mostly empty, the cells are listed instead.
 
 # %%
-matrix = allocator_protocol_matrix(frame)
-matrix
+for family, table in allocator_protocol_matrix(frame).items():
+    print(f"{family} budgets")
+    display(table)
 
 # %% [markdown]
-# ## Bits per layer at a shared budget
+# ## Bits per layer at each budget two or more allocators share
+# Weight bits (left) and activation bits (right) of every searched policy at that budget.
 
 # %%
-for budget in ("ratio8", "W4A4eq"):
-    bits = bits_at_budget(frame, budget)
-    if bits.empty:
-        print(f"no searched policy at {budget}")
-        continue
-    fig, ax = plt.subplots(figsize=(0.9 * len(bits.columns) + 3, 0.3 * len(bits) + 1.5))
-    sns.heatmap(bits, annot=True, cbar=False, cmap="magma", vmin=2, vmax=8, ax=ax)
-    ax.set_title(f"weight bits per layer at {budget}")
+for budget in shared_budgets(frame):
+    fig = bits_tables({key: bits_at_budget(frame, budget, key) for key in ("w_bits", "a_bits")})
+    fig.suptitle(f"bits per layer at {budget}", y=1.02)
     fig.savefig(figures / f"bits-{budget}.png", dpi=120, bbox_inches="tight")
     plt.show()
 
@@ -121,8 +117,8 @@ paper_vs_reproduced(frame)
 
 # %% [markdown]
 # ## Cost of each method
-# Mean wall seconds per run of sensitivity, search and protocol (PTQ or training), on the
-# device each record names.
+# Mean wall seconds per run of sensitivity, search and protocol (PTQ or training), and the
+# summed seconds of all a method's runs, on the device each record names.
 
 # %%
 method_costs(frame)

@@ -1,5 +1,6 @@
 """The comparison report's tables, on hand-made RunRecords (including none at all)."""
 
+import json
 import random
 
 import matplotlib
@@ -11,14 +12,17 @@ import pandas as pd  # noqa: E402
 from mpqbench.comparison import (  # noqa: E402
     allocator_protocol_matrix,
     bits_at_budget,
+    budget_title,
     method_costs,
     metric_quality,
     paper_vs_reproduced,
     pareto_front,
     run_frame,
-    top1_by_run,
+    run_metrics,
+    shared_budgets,
 )
 from mpqbench.plots import accuracy_vs_cost  # noqa: E402
+from mpqbench.report import write_metrics  # noqa: E402
 from mpqbench.results import RunRecord  # noqa: E402
 
 
@@ -77,9 +81,12 @@ def test_tables_read_allocators_protocols_and_seeds():
     assert list(frame.allocator[:4]) == ["fp", "uniform", "uniform", "first_order"]
     assert set(frame.budget[frame.method == "limpq"]) == {"ratio8"}
     matrix = allocator_protocol_matrix(frame)
-    assert matrix.loc[("resnet20", "ratio8", "limpq_indicator"), "qat_lsq"] == 86.5  # 2 seeds
-    assert matrix.loc[("resnet20", "ratio8", "first_order"), "ptq-nearest"] == 86.0
-    assert matrix.loc[("resnet20", "W4A8", "uniform"), "ptq-nearest"] == 85.0
+    assert set(matrix) == {"size", "uniform"}
+    size = matrix["size"]  # 4 allocators x 2 recipes, half the cells filled: a pivot
+    assert size.loc[("resnet20", "8x size", "limpq_indicator"), "qat_lsq"] == 86.5  # 2 seeds
+    assert size.loc[("resnet20", "8x size", "first_order"), "ptq-nearest"] == 86.0
+    assert matrix["uniform"].loc[("resnet20", "uniform W4A8", "uniform"), "ptq-nearest"] == 85.0
+    assert shared_budgets(frame) == ["ratio8"]
     bits = bits_at_budget(frame, "ratio8")
     assert bits.loc["l1", "first_order / ptq-nearest"] == 3
     assert bits.loc["l1", "limpq_indicator / qat_lsq"] == 6
@@ -87,7 +94,8 @@ def test_tables_read_allocators_protocols_and_seeds():
     assert list(quality.table) == ["zeroq_kl-zeroq", "task_loss-low-synthetic"]
     assert quality.set_index("table").loc["task_loss-low-synthetic", "seconds"] == 19.0
     costs = method_costs(frame).set_index("method")
-    assert costs.loc["limpq", "runs"] == 2 and costs.loc["limpq", "total_s"] == 14.02
+    assert costs.loc["limpq", "runs"] == 2 and costs.loc["limpq", "all_runs_s"] == 14.02
+    assert costs.loc["limpq", "protocol_s"] == 5.0  # a mean per run
     paper = paper_vs_reproduced(frame)
     first = paper[paper.method == "first_order_ptq"]
     assert list(first["drop"]) == [4.0] and list(first["paper drop"]) == [0.65]
@@ -104,13 +112,80 @@ def test_tables_read_allocators_protocols_and_seeds():
 
 def test_no_runs_at_all_gives_empty_tables():
     frame = run_frame([])
-    assert allocator_protocol_matrix(frame).empty and method_costs(frame).empty
+    assert allocator_protocol_matrix(frame) == {} and method_costs(frame).empty
     assert metric_quality(frame).empty and bits_at_budget(frame, "ratio8").empty
     assert set(paper_vs_reproduced(frame).here) == {"no run yet"}
 
 
-def test_the_dvc_metric_holds_every_runs_top1():
+def test_the_dvc_metrics_hold_every_runs_accuracy_and_cost(tmp_path):
     runs = _runs()
-    metric = top1_by_run(run_frame(runs))
-    assert metric == {r.run_id: r.accuracy["top1"] for r in runs}
-    assert list(metric) == sorted(metric)
+    metrics = run_metrics(run_frame(runs))
+    assert {k: v["top1"] for k, v in metrics.items()} == {r.run_id: r.accuracy["top1"]
+                                                          for r in runs}
+    assert metrics["u-W4A8"] == {"top1": 85.0, "drop": 5.0, "size_mib": 0.125, "bitops_g": 0.25}
+    (tmp_path / "gone.json").write_text("{}")
+    written = write_metrics(metrics, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+    assert json.loads((tmp_path / "lq-r8.json").read_text())["top1"] == 87.0
+
+
+def _qat(run_id, top1, rho=None, steps=100, bits=4, method="saq", seed=0, **options):
+    extra = {"qat": {"epochs": 1, "max_batches_per_epoch": steps, "seed": seed},
+             "loss_curve": [{"step": 1, "loss": 2.0}, {"step": steps, "loss": 1.0}],
+             "step_options": {**({"rho": rho, "case": 3} if rho else {}), **options},
+             "config": "W4A4"}
+    return _run(run_id, method, top1, 0.1, protocol="qat_saq" if rho else "qat_lsq",
+                solver="uniform", extra=extra, bits=bits, seed=seed)
+
+
+def test_different_settings_are_never_averaged_and_seeds_are():
+    runs = [_qat("lsq", 80.0), _qat("lsq-seed1", 82.0, seed=1),
+            _qat("saq", 81.0, rho=0.4), _qat("saq-rho0.1", 70.0, rho=0.1),
+            _qat("saq-case1", 60.0, rho=0.4, case=1), _qat("lsq-long", 85.0, steps=352,
+                                                           method="limpq")]
+    frame = run_frame(runs)
+    assert len(set(frame.config)) == 5  # the two seeds share one configuration
+    table = allocator_protocol_matrix(frame)["uniform"]
+    row = ("resnet20", "uniform W4A4", "uniform")
+    assert table.loc[row, "qat_lsq, 100 steps"] == 81.0  # two seeds of one setting
+    assert table.loc[row, "qat_lsq, 352 steps"] == 85.0  # another schedule: its own column
+    assert table.loc[row, "qat_saq, 100 steps, rho 0.4"] == 81.0
+    assert table.loc[row, "qat_saq, 100 steps, rho 0.1"] == 70.0
+    assert table.loc[row, "qat_saq, 100 steps, rho 0.4, case 1"] == 60.0
+
+
+def test_one_cell_with_two_configurations_keeps_them_apart_and_sparse_tables_are_lists():
+    runs = [_run("a", "first_order_ptq", 86.0, 0.12, metric="first_order",
+                 budget={"compression_ratio": 8}, bits=3),
+            _run("b", "data_free", 84.0, 0.12, metric="first_order",
+                 budget={"compression_ratio": 8}, bits=5),
+            _run("c", "limpq", 70.0, 0.12, protocol="qat_lsq", metric="limpq_indicator",
+                 budget={"bitops_equiv": [4, 4]}),
+            _run("d", "hawq_v3", 75.0, 0.12, metric="hessian_trace",
+                 budget={"size_mib": 0.12}, extra={"hawq_v3": {"kind": "size", "r": 0.25}})]
+    matrix = allocator_protocol_matrix(run_frame(runs))
+    size = matrix["size"]
+    assert list(size.columns) == ["ptq-nearest"]  # 3 rows x 1 recipe: dense
+    assert size.loc[("resnet20", "8x size", "first_order [first_order_ptq]"), "ptq-nearest"] == 86
+    assert size.loc[("resnet20", "8x size", "first_order [data_free]"), "ptq-nearest"] == 84
+    assert size.loc[("resnet20", "HAWQ-V3 size r=0.25", "hessian_trace"), "ptq-nearest"] == 75
+    assert matrix["bitops"].loc[("resnet20", "W4A4-equivalent BitOps", "limpq_indicator"),
+                                "qat_lsq"] == 70
+    assert shared_budgets(run_frame(runs)) == []  # one allocator at each budget label
+    sparse = run_frame([_qat("x", 80.0),
+                        _run("y", "uniform", 85.0, 0.1, solver="uniform", extra={"config": "W4A8"}),
+                        _run("z", "uniform", 50.0, 0.1, solver="uniform", protocol="ptq-adaround",
+                             extra={"config": "W2A8"})])
+    long = allocator_protocol_matrix(sparse)["uniform"]  # 3 x 3 with 3 cells: a list
+    assert list(long.columns) == ["model", "budget_title", "allocator", "recipe", "top1", "runs",
+                                  "seeds"]
+    assert sorted(long.top1) == [50.0, 80.0, 85.0]
+
+
+def test_budgets_read_as_a_reader_says_them():
+    assert budget_title({"compression_ratio": 10.67}) == "10.67x size"
+    assert budget_title({"bitops_equiv": [3, 3]}) == "W3A3-equivalent BitOps"
+    assert budget_title({"size_mib": 0.160324}) == "0.16 MiB"
+    assert budget_title({"bitops_g": 1.15138}) == "1.15 G BitOps"
+    assert budget_title(None, {"config": "W2A8"}) == "uniform W2A8"
+    assert budget_title(None) == ""

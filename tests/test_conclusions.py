@@ -1,5 +1,16 @@
-from mpqbench.conclusions import claim_verdicts, write_conclusions
-from mpqbench.results import RunRecord
+from pathlib import Path
+
+import pytest
+
+from mpqbench.conclusions import (
+    GLANCE_END,
+    GLANCE_START,
+    claim_verdicts,
+    glance_table,
+    update_block,
+    write_conclusions,
+)
+from mpqbench.results import RunRecord, load_runs
 
 
 def _record(run_id, top1, method="saq", metric=None, extra=None):
@@ -52,3 +63,23 @@ def test_identical_policies_are_called_out():
         records.append(r)
     lines = identical_policies(records)
     assert len(lines) == 1 and "`first_order` and `fisher_fit` chose the same policy" in lines[0]
+
+
+def test_the_readme_table_is_the_one_the_committed_records_give():
+    """README's results at a glance are generated (`mpqbench report --readme README.md`)."""
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    block = readme.split(GLANCE_START, 1)[1].split(GLANCE_END, 1)[0]
+    assert block.strip() == glance_table(load_runs(repo / "results/runs")).strip(), (
+        "README.md is stale: run `python -m mpqbench report --readme README.md`")
+
+
+def test_a_glance_block_is_replaced_and_a_file_without_one_is_an_error(tmp_path):
+    path = tmp_path / "R.md"
+    path.write_text(f"a\n{GLANCE_START}\nold\n{GLANCE_END}\nb\n")
+    assert update_block(path, "new\n") is True
+    assert path.read_text() == f"a\n{GLANCE_START}\nnew\n{GLANCE_END}\nb\n"
+    assert update_block(path, "new\n") is False
+    path.write_text("no block")
+    with pytest.raises(ValueError, match="glance:start"):
+        update_block(path, "x")
