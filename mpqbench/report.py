@@ -86,7 +86,7 @@ def write_plot_data(runs: list[RunRecord], out_dir: str | Path) -> list[Path]:
 
 
 BENCHMARKS = ("ilp_solve_time", "quant_throughput", "qat_step_cost", "adaround_depth",
-              "ptq_wall_time", "cross_isa")
+              "ptq_wall_time", "cross_isa", "qat_length")
 
 
 def benchmark_tables(folder: str | Path, names: tuple[str, ...] = BENCHMARKS
