@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mpqbench.cost import Budget
+from mpqbench.naming import budget_label, run_id
+
 from .conftest import REPO, mirror_path
 
 pytestmark = pytest.mark.slow
@@ -74,9 +77,11 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
     summary = (repo / "results/summary.csv").read_text()
     assert "fp-resnet20" in summary
 
+    cfg = params["method_cfg"]
     uniform = {p.stem: json.loads(p.read_text())
                for p in (repo / "results/runs/uniform-resnet20").glob("*.json")}
-    assert len(uniform) == 10 and all(f"{key}," in summary for key in uniform)
+    assert set(uniform) == {run_id("uniform", "resnet20", c, r) for c in cfg["uniform"]["configs"]
+                            for r in cfg["uniform"]["roundings"]}
     w8 = uniform["uniform-resnet20-W8A8-nearest"]
     assert w8["accuracy"]["fp_top1"] == pytest.approx(run["accuracy"]["top1"])
     assert abs(w8["accuracy"]["drop"]) <= 2.0  # 500 images; quick profile: 0.08 on 10,000
@@ -88,28 +93,33 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
 
     mixed = [json.loads(p.read_text())
              for p in (repo / "results/runs/first_order_ptq-resnet20").glob("*.json")]
-    assert len(mixed) == 3 * 3 + 2 + 6  # metrics x budgets, 2 uniform points, HAWQ-V3's 6
+    fo = cfg["first_order_ptq"]
     searched = [r for r in mixed if r["method"] == "first_order_ptq" and r["metric"]]
-    assert {r["metric"] for r in searched} == {"first_order", "hessian_trace", "fisher_fit"}
+    assert {r["run_id"] for r in searched} == {  # every metric at every budget
+        run_id("first_order_ptq", "resnet20", m, budget_label(Budget.from_dict(b)), "nearest")
+        for m in fo["metrics"] for b in fo["budgets"]}
     for r in searched:  # every policy meets its budget, recounted from the stored policy
         assert r["cost"]["compression_ratio"] >= r["budget"]["compression_ratio"] - 1e-9
         assert r["extra"]["solver_status"] == "Optimal" and r["timing"]["sensitivity_s"] > 0
     hawq = [r for r in mixed if r["method"] == "hawq_v3"]
-    assert {r["bit_candidates"][0] for r in hawq} == {4} and len(hawq) == 6
+    assert {r["bit_candidates"][0] for r in hawq} == {4}
+    assert len(hawq) == len(fo["hawq_v3"]["kinds"]) * len(fo["hawq_v3"]["ratios"])
 
     bank = json.loads((repo / "results/policy_bank/resnet20.json").read_text())
-    assert len(bank["entries"]) == 4 and bank["config"]["budget"] == {"compression_ratio": 8}
+    bank_cfg = params["profiles"]["smoke"]["policy_bank"]
+    assert len(bank["entries"]) == bank_cfg["count"] and bank["config"]["budget"] == (
+        bank_cfg["budget"])
     free = [json.loads(p.read_text())
             for p in (repo / "results/runs/data_free-resnet20").glob("*.json")]
     synthetic = [r for r in free if r["extra"].get("calibration") == "given batches"]
-    assert len(synthetic) == 2 * 3  # two data-free allocators x three budgets
+    assert len(synthetic) == len(cfg["data_free"]["allocate"]) * len(cfg["data_free"]["budgets"])
     assert {r["metric"] for r in synthetic} == {"task_loss", "zeroq_kl"}
     # both allocators' policies calibrated on the same synthetic images (params: calibrate_on)
     assert {r["extra"]["calibration_data"] for r in synthetic} == {"labeled"}
 
     limpq = {r["run_id"]: r for r in (json.loads(p.read_text()) for p in
                                       (repo / "results/runs/limpq-resnet20").glob("*.json"))}
-    assert len(limpq) == 3 + 2  # three searched budgets, uniform W3A3 and W4A4
+    assert len(limpq) == len(cfg["limpq"]["budgets"]) + len(cfg["limpq"]["uniform"])
     w4eq = limpq["limpq-resnet20-W4A4eq-qat_lsq"]
     assert w4eq["protocol"] == "qat_lsq" and w4eq["solver"] == "ilp"
     assert w4eq["cost"]["bitops_g"] <= limpq["limpq-resnet20-uniform-W4A4-qat_lsq"]["cost"][
@@ -137,11 +147,15 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
     assert (repo / "results/report.ipynb").is_file() and (repo / "results/report.html").is_file()
     for name in ("accuracy_vs_size_mib-resnet20", "accuracy_vs_bitops_g-resnet20", "bits-ratio8"):
         assert (repo / f"results/figures/{name}.png").stat().st_size > 10_000, name
+    # every declared run key made records, and every record reached the report
+    for key in [*params["runs"], "uniform-resnet20", "fp_baseline-resnet20"]:
+        assert any((repo / "results/runs" / key).glob("*.json")), key
     metrics = {p.stem: json.loads(p.read_text())["top1"]
                for p in (repo / "results/metrics/runs").glob("*.json")}
     all_runs = [json.loads(p.read_text()) for p in (repo / "results/runs").glob("*/*.json")]
     assert metrics == {r["run_id"]: pytest.approx(r["accuracy"]["top1"], abs=1e-4)
-                       for r in all_runs}  # every declared run reached the report
+                       for r in all_runs}
+    assert all(f"{r['run_id']}," in summary for r in all_runs)
     report = (repo / "results/report.html").read_text()
     assert "limpq_indicator" in report and "qat_saq" in report and "toy" in report
 
