@@ -214,14 +214,11 @@ def cmd_checkpoint(args: argparse.Namespace) -> None:
 
 
 def cmd_policy_bank(args: argparse.Namespace) -> None:
-    from mpqbench.baseline import load_context
     from mpqbench.policy_bank import build_policy_bank
 
-    _known_model(args.model)
-    settings = _settings(args)
-    model, _, splits, device = load_context(args.model, settings)
+    ctx = _context(args)
     out = args.out or f"results/policy_bank/{args.model}.json"
-    bank = build_policy_bank(model, splits, args.model, settings, device, out)
+    bank = build_policy_bank(ctx.model, ctx.splits, args.model, ctx.settings, ctx.device, out)
     drops = [e["drop"] for e in bank["entries"]]
     print(f"{len(drops)} random policies of {args.model}: validation drop "
           f"{min(drops):.2f} to {max(drops):.2f} points; saved {out}")

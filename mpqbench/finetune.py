@@ -1,12 +1,12 @@
 """Adapting the published FP model to the dataset variant: SGD with a one-cycle schedule.
 
-Kept apart from the QAT loop (``train.py``) so that the checkpoint stage depends on this file
-alone: a change to QAT does not make the pinned FP checkpoint stale.
+It runs the suite's one training loop (``loop.run_loop``) with its own step, so the checkpoint
+stage depends on the loop and this file, not on the QAT steps of ``train.py``: a change to
+QAT does not make the pinned FP checkpoint stale.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,9 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mpqbench.artifacts import load_artifact, save_artifact
 from mpqbench.data import Split
-from mpqbench.runtime import progress
+from mpqbench.loop import LoopPlan, run_loop
 
 
 @dataclass(frozen=True)
@@ -39,68 +38,51 @@ def finetune(
     device: torch.device | str = "cpu",
     resume_path: str | Path | None = None,
 ) -> list[dict]:
-    """Fine-tune in place with pad-crop and flip augmentation; returns one dict per epoch.
+    """Fine-tune in place with pad-crop and flip augmentation (``loop.run_loop``); returns one
+    dict per epoch: its mean training loss and top-1 over its images, the summed seconds of
+    its steps and its image count.
 
-    With ``resume_path``, the state after every epoch is saved there and an interrupted run
-    resumes from it. Epoch ``e`` shuffles with seed ``seed + e``, so a resumed run equals an
-    uninterrupted one.
+    With ``resume_path`` the state after every epoch is saved there and an interrupted run
+    resumes from it with the same result.
     """
     if config.epochs <= 0:
         return []
     model.to(device).train()
-    steps = -(-len(train) // config.batch_size)
+    per_epoch = -(-len(train) // config.batch_size)
     if config.max_batches_per_epoch is not None:
-        steps = min(steps, config.max_batches_per_epoch)
+        per_epoch = min(per_epoch, config.max_batches_per_epoch)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr_max, momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr_max, total_steps=config.epochs * steps
+        optimizer, max_lr=config.lr_max, total_steps=config.epochs * per_epoch
     )
-    history: list[dict] = []
-    start_epoch = 0
-    resume_path = Path(resume_path) if resume_path else None
-    if resume_path is not None and resume_path.is_file():
-        saved = load_artifact(resume_path, f"delete {resume_path} to start the fine-tuning over")
-        if saved.get("config") == asdict(config):
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            history, start_epoch = saved["history"], saved["epoch"]
-            print(f"resuming fine-tuning after epoch {start_epoch} from {resume_path}")
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        start = time.perf_counter()
-        batches = train.batches(
-            config.batch_size, shuffle=True, augment=True, seed=config.seed + epoch
-        )
-        limited = zip(range(steps), batches, strict=False)
-        bar = progress(limited, f"fine-tune epoch {epoch + 1}", total=steps)
-        for _, (x, y) in bar:
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-        history.append({
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / seen,
-            "train_top1": 100.0 * correct / seen,
-            "seconds": time.perf_counter() - start,
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item(), "correct": (logits.argmax(1) == y).sum().item(),
+                "images": len(y)}
+
+    history = run_loop(
+        LoopPlan(config.epochs, per_epoch, config.batch_size, config.seed), train, step,
+        {"model": model, "optimizer": optimizer, "scheduler": scheduler}, scheduler=scheduler,
+        prepare=lambda x, y: (x.to(device), y.to(device)), resume_path=resume_path,
+        identity={"finetune": asdict(config)}, desc="fine-tune")
+    epochs = []
+    for epoch in range(1, config.epochs + 1):
+        steps = history.epoch(epoch)
+        seen = sum(s["images"] for s in steps)
+        epochs.append({
+            "epoch": epoch,
+            "train_loss": sum(s["loss"] * s["images"] for s in steps) / seen,
+            "train_top1": 100.0 * sum(s["correct"] for s in steps) / seen,
+            "seconds": sum(s["seconds"] for s in steps),
             "images": seen,
         })
-        if resume_path is not None:
-            save_artifact({
-                "config": asdict(config), "epoch": epoch + 1, "history": history,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-            }, resume_path)
     model.eval()
-    return history
+    return epochs

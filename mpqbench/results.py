@@ -177,22 +177,6 @@ def find_run(runs_dir: str | Path, run_id: str) -> RunRecord | None:
     return next((run for run in load_runs(runs_dir) if run.run_id == run_id), None)
 
 
-def find_model_run(source: dict[str, str] | None, model: str) -> RunRecord | None:
-    """``find_run`` on a ``{runs, run_id}`` pair from params.yaml whose strings may name the
-    model as ``{model}`` (e.g. SAQ's ``mixed_policy``); None when ``source`` is empty or the
-    run is absent."""
-    if not source:
-        return None
-    if not isinstance(source, dict) or {"runs", "run_id"} - set(source):
-        raise MpqbenchError(f"{source!r}: expected a mapping with keys runs and run_id, e.g. "
-                            f"{{runs: 'results/runs/limpq-{{model}}', run_id: ...}}")
-    try:
-        runs_dir, run_id = (str(source[key]).format(model=model) for key in ("runs", "run_id"))
-    except (KeyError, IndexError, ValueError) as exc:
-        raise MpqbenchError(f"{source!r}: only {{model}} may appear in braces ({exc!r})") from exc
-    return find_run(runs_dir, run_id)
-
-
 def policy_bits(runs: list[RunRecord], layer_order: list[str], key: str = "w_bits"
                 ) -> pd.DataFrame:
     """Layers x runs: each run's ``w_bits`` (or ``a_bits``) per layer, columns by run_id."""

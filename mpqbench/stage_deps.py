@@ -28,11 +28,11 @@ REPORT_STAGE = "report"
 # stage name -> entry file(s); ``{method}`` is a run's method (the ``run`` stage)
 STAGE_ENTRIES: dict[str, list[str]] = {
     "params": ["mpqbench/params_schema.py"],
-    "data": ["mpqbench/data.py"],
+    "data": ["mpqbench/data/__init__.py"],
     "checkpoint": ["mpqbench/checkpoints.py"],
     "fp_baseline": ["notebooks/fp_baseline.py", "mpqbench/notebook.py"],
     "uniform": ["notebooks/uniform.py", "mpqbench/notebook.py"],
-    "policy_bank": ["mpqbench/policy_bank.py", "mpqbench/baseline.py"],
+    "policy_bank": ["mpqbench/policy_bank.py", "mpqbench/context.py"],
     "run": ["notebooks/{method}.py", "mpqbench/notebook.py"],
     "report": ["notebooks/report.py", "mpqbench/notebook.py"],
 }

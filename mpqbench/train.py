@@ -9,7 +9,6 @@ only in their step.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,13 +17,12 @@ import torch
 import torch.nn as nn
 
 from mpqbench import distributed
-from mpqbench.artifacts import checksum_path, load_artifact, save_artifact
 from mpqbench.data import Split
 from mpqbench.errors import MpqbenchError
-from mpqbench.quant.modules import dead_steps, quant_layers
+from mpqbench.loop import LoopHistory, LoopPlan, run_loop
+from mpqbench.quant.modules import lsq_quantizers, quant_layers
 from mpqbench.quant.multibit import set_bits
 from mpqbench.registry import Registry
-from mpqbench.runtime import progress
 
 # --- Quantization-aware training: one loop, interchangeable steps -------------------------
 
@@ -179,18 +177,21 @@ def qat_parameter_groups(model: nn.Module, weight_decay: float,
 
 
 def check_health(model: nn.Module, losses: dict[str, float], where: str,
-                 dead_step_seen: dict[str, int] | None = None, step: int = 0) -> None:
+                 dead_step_seen: dict[str, int] | None = None, step: int = 0,
+                 quantizers: list[tuple[str, nn.Module]] | None = None) -> None:
     """Stop a run whose numbers went wrong silently: a loss that is not finite, or a learned
-    quantizer step at a bound (``quant.modules.dead_steps``: a step there passes no gradient
+    quantizer step at a bound (``LsqQuantizer.at_bound``: a step there passes no gradient
     and never comes back, so the run would go on training a model it can no longer fix).
     With ``dead_step_seen`` (LIMPQ's indicator training, where a step at the authors' clamp
     is a finding about that indicator) dead steps are recorded there with the first step
-    they were seen at, instead of stopping the run."""
+    they were seen at, instead of stopping the run. ``quantizers``: the model's
+    ``lsq_quantizers``, listed once by the caller instead of at every step."""
     bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
     if bad:
         raise MpqbenchError(f"{where}: loss is not finite ({bad}); lower the learning rate or "
                             "check the data")
-    dead = dead_steps(model)
+    listed = lsq_quantizers(model) if quantizers is None else quantizers
+    dead = [name for name, q in listed if q.at_bound()]
     if dead and dead_step_seen is not None:
         for name in dead:
             dead_step_seen.setdefault(name, step)
@@ -198,6 +199,20 @@ def check_health(model: nn.Module, losses: dict[str, float], where: str,
         raise MpqbenchError(f"{where}: learned quantizer steps at a bound, no longer trained: "
                             f"{', '.join(dead[:8])}{' ...' if len(dead) > 8 else ''}; lower "
                             "the learning rate, or freeze these steps")
+
+
+class _StepState:
+    """A training step's own state (its RNG, its pass count) as one resumable object."""
+
+    def __init__(self, step: TrainStep) -> None:
+        self.step = step
+
+    def state_dict(self) -> dict:
+        return {"step_state": self.step.state_dict(), "forward_passes": self.step.forward_passes}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step.load_state_dict(state["step_state"])
+        self.step.forward_passes = state["forward_passes"]
 
 
 def qat_train(
@@ -211,16 +226,15 @@ def qat_train(
     resume_tag: str = "",
     record_dead_steps: bool = False,
 ) -> dict:
-    """Train ``model`` in place with ``step``; returns ``{"epochs": [...], "steps": [...]}``.
+    """Train ``model`` in place with ``step`` (``loop.run_loop``); returns ``{"epochs": [...],
+    "steps": [...], "dead_steps": {...}}``.
 
     ``steps`` holds every step's losses and wall seconds (loss curves, cost per step);
     ``epochs`` the mean loss and summed step seconds (train top-1 is not measured: steps may
-    run several passes).
-    Epoch ``e`` shuffles with seed ``seed + e``. With ``resume_path`` the state is saved
-    every ``checkpoint_every`` steps and at the end of each epoch, and an interrupted run
-    resumes there, skipping the batches it has done, with the same result; a saved state
-    whose config, step or ``resume_tag`` (e.g. a fingerprint of the start model and policy)
-    differs is ignored, and the state is deleted when training completes.
+    run several passes). With ``resume_path`` the state is saved every ``checkpoint_every``
+    steps and at the end of each epoch, and an interrupted run resumes there with the same
+    result; a saved state whose config, step or ``resume_tag`` (e.g. a fingerprint of the
+    start model and policy) differs is ignored.
 
     Every step is checked (``check_health``): a loss that is not finite or a learned step at a
     bound stops the run with an error; with ``record_dead_steps`` dead steps are listed in
@@ -238,22 +252,6 @@ def qat_train(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total,
                                                            eta_min=config.lr_min)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    history: dict = {"epochs": [], "steps": [], "dead_steps": {}}
-    done = 0
-    resume_path = Path(resume_path) if resume_path else None
-    if resume_path is not None and resume_path.is_file():
-        saved = load_artifact(resume_path, f"delete {resume_path} to start the run over", device)
-        if (saved.get("config") == asdict(config) and saved.get("step") == type(step).__name__
-                and saved.get("tag") == resume_tag):
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            step.load_state_dict(saved["step_state"])
-            step.forward_passes = saved["forward_passes"]
-            history, done = saved["history"], saved["done"]
-            history.setdefault("dead_steps", {})
-            print(f"resuming {desc} after step {done} of {config.epochs * per_epoch} "
-                  f"from {resume_path}")
     forward = model
     if distributed.rank_and_world()[1] > 1:
         first, _ = next(iter(train.batches(config.batch_size, shuffle=True, augment=True,
@@ -261,52 +259,32 @@ def qat_train(
         step.prime(model, first.to(device))  # the same quantizer init on every rank
         forward = distributed.wrap(model)
     step.setup(model, forward)
+    quantizers = lsq_quantizers(model)
 
-    def save(done_steps: int) -> None:
-        if resume_path is None or not distributed.is_main():
-            return
-        save_artifact({"config": asdict(config), "step": type(step).__name__, "tag": resume_tag,
-                       "done": done_steps,
-                       "history": history, "model": model.state_dict(),
-                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                       "step_state": step.state_dict(), "forward_passes": step.forward_passes},
-                      resume_path)
+    def checked(done: int, losses: dict[str, float], history: LoopHistory) -> None:
+        check_health(model, losses, f"{desc}, step {done}",
+                     history.events if record_dead_steps else None, done, quantizers)
 
-    for epoch in range(done // per_epoch, config.epochs):
-        model.train()
-        skip = done - epoch * per_epoch
-        batches = train.batches(config.batch_size, shuffle=True, augment=True,
-                                seed=config.seed + epoch)
-        limited = zip(range(per_epoch), batches, strict=False)
-        bar = progress(limited, f"{desc} epoch {epoch + 1}/{config.epochs}", total=per_epoch)
-        for i, (x, y) in bar:
-            if i < skip:
-                continue
-            start = time.perf_counter()
-            x, y = distributed.local_slice(x.to(device), y.to(device))
-            losses = step(model, x, y, optimizer, criterion, config.grad_clip_value)
-            scheduler.step()
-            done += 1
-            check_health(model, losses, f"{desc}, step {done}",
-                         history["dead_steps"] if record_dead_steps else None, done)
-            history["steps"].append({"step": done, "epoch": epoch + 1, **losses,
-                                     "seconds": time.perf_counter() - start})
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
-            if config.checkpoint_every and done % config.checkpoint_every == 0:
-                save(done)
-        distributed.broadcast_buffers_(model)  # rank 0's BN statistics, as DDP uses them
-        this_epoch = [s for s in history["steps"] if s["epoch"] == epoch + 1]
-        history["epochs"].append({
-            "epoch": epoch + 1,
-            "train_loss": sum(s["loss"] for s in this_epoch) / max(len(this_epoch), 1),
-            "seconds": sum(s["seconds"] for s in this_epoch), "steps": len(this_epoch)})
-        save(done)
-    if resume_path is not None and distributed.is_main():  # finished: no state to go stale
-        resume_path.unlink(missing_ok=True)
-        checksum_path(resume_path).unlink(missing_ok=True)
+    history = run_loop(
+        LoopPlan(config.epochs, per_epoch, config.batch_size, config.seed,
+                 config.checkpoint_every), train,
+        lambda x, y: step(model, x, y, optimizer, criterion, config.grad_clip_value),
+        {"model": model, "optimizer": optimizer, "scheduler": scheduler,
+         "step": _StepState(step)}, scheduler=scheduler,
+        before_epoch=lambda epoch: model.train(), after_step=checked,
+        after_epoch=lambda epoch: distributed.broadcast_buffers_(model),  # rank 0's BN stats
+        prepare=lambda x, y: distributed.local_slice(x.to(device), y.to(device)),
+        resume_path=resume_path,
+        identity={"config": asdict(config), "step": type(step).__name__, "tag": resume_tag},
+        saves=distributed.is_main(), desc=desc)
+    epochs = []
+    for epoch in range(1, config.epochs + 1):
+        steps = history.epoch(epoch)
+        epochs.append({"epoch": epoch,
+                       "train_loss": sum(s["loss"] for s in steps) / max(len(steps), 1),
+                       "seconds": sum(s["seconds"] for s in steps), "steps": len(steps)})
     model.eval()
-    return history
+    return {"epochs": epochs, "steps": history.steps, "dead_steps": history.events}
 
 
 @TRAIN_STEPS.register("saq")

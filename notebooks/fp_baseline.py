@@ -28,12 +28,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from mpqbench.baseline import fp_baseline_run, load_context
-from mpqbench.config import load_params, profile_settings
+from mpqbench.baseline import fp_baseline_run
+from mpqbench.context import build_context
 from mpqbench.results import save_run
 
-settings = profile_settings(profile, load_params(params_file))
-model, checkpoint_meta, splits, device = load_context(model_name, settings)
+ctx = build_context(model_name, profile, params_file, evaluate_fp=False)
+splits, device, checkpoint_meta = ctx.splits, ctx.device, ctx.checkpoint_meta
 print(f"{model_name} on {splits.variant}: {len(splits.train)} train / {len(splits.val)} val / "
       f"{len(splits.test)} test images; device {device}")
 
@@ -53,7 +53,7 @@ history
 # ## Test accuracy
 
 # %%
-record, result, per_class = fp_baseline_run(model, splits, model_name, settings, device)
+record, result, per_class = fp_baseline_run(ctx)
 pd.Series(result.to_dict()).to_frame("FP model")
 
 # %%

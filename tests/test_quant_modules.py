@@ -114,6 +114,15 @@ def test_bad_policies_are_refused_with_the_layer_named():
     qmodel = quantize_model(model, uniform_bits(layers, 4, 8), SHAPE)
     with pytest.raises(MpqbenchError, match="layer1.0.conv1 was never calibrated"):
         set_input_quantizer_mode(qmodel, "on")
+    # a misspelled option is an error naming what both factories take, not silently dropped
+    with pytest.raises(MpqbenchError, match=r"unknown quantizer options \['lsq_per_chanel'\] "
+                                            r"for lsq weights and static inputs; allowed: "
+                                            r"\['input_observer', 'lsq_per_channel'"):
+        quantize_model(model, uniform_bits(layers, 4, 8), SHAPE, "lsq", "static",
+                       lsq_per_chanel=False)
+    # an option of either factory is accepted (each factory ignores the other's)
+    quantize_model(model, uniform_bits(layers, 4, 8), SHAPE, "lsq", "static",
+                   lsq_per_channel=False, input_observer="mse")
 
 
 def test_lsq_model_trains_its_steps():

@@ -102,22 +102,6 @@ def test_find_run_by_id_or_none(tmp_path):
     assert find_run(tmp_path / "absent", "a") is None
 
 
-def test_find_model_run_fills_in_the_model_and_refuses_bad_templates(tmp_path):
-    from mpqbench.results import find_model_run
-
-    save_run(_record("limpq-resnet18-W4A4eq"), tmp_path / "limpq-resnet18")
-    save_run(_record("limpq-resnet50-W4A4eq"), tmp_path / "limpq-resnet50")
-    source = {"runs": str(tmp_path / "limpq-{model}"), "run_id": "limpq-{model}-W4A4eq"}
-    assert find_model_run(source, "resnet50").run_id == "limpq-resnet50-W4A4eq"
-    assert find_model_run(source, "resnet18").run_id == "limpq-resnet18-W4A4eq"
-    assert find_model_run(source, "mobilenet_v2") is None  # its LIMPQ has not run
-    assert find_model_run(None, "resnet18") is None and find_model_run({}, "resnet18") is None
-    with pytest.raises(MpqbenchError, match="keys runs and run_id"):
-        find_model_run({"runs": "x"}, "resnet18")
-    with pytest.raises(MpqbenchError, match="only {model}"):
-        find_model_run({"runs": "results/runs/{method}", "run_id": "a"}, "resnet18")
-
-
 def test_plot_data_is_one_loss_csv_per_trained_run(tmp_path):
     from mpqbench.report import write_plot_data
 

@@ -17,6 +17,7 @@ A bit width of 32 or more means "not quantized".
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Iterable
 
 import torch
@@ -380,6 +381,13 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
+def factory_options(factory: QuantizerFactory) -> list[str]:
+    """The keyword options a quantizer factory takes (its signature after role, bits,
+    module)."""
+    params = list(inspect.signature(factory).parameters.values())[3:]
+    return [p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+
+
 def quantize_model(
     model: nn.Module,
     bits: Bits | Policy,
@@ -396,7 +404,7 @@ def quantize_model(
     ``quantize_image_input`` (the image is 8-bit by nature; the cost model counts it as 8).
     ``quantizer_options`` go to the quantizer factories (static: ``weight_observer``,
     ``input_observer``; lsq / multi_lsq: ``lsq_per_channel``, ``step_range``, ``weight_init``;
-    multi_lsq: ``candidates``).
+    multi_lsq: ``candidates``); an option neither factory takes is an error, before any copy.
     Static input quantizers start in ``off`` mode: calibrate them (see ``ptq.calibrate``).
     """
     bits = bits.bits() if isinstance(bits, Policy) else dict(bits)
@@ -410,6 +418,11 @@ def quantize_model(
         raise MpqbenchError(f"no bits for layers {missing}; a policy covers every layer")
     weight_factory = QUANTIZERS.get(weight_quantizer)
     input_factory = QUANTIZERS.get(input_quantizer)
+    allowed = set(factory_options(weight_factory)) | set(factory_options(input_factory))
+    unknown_options = sorted(set(quantizer_options) - allowed)
+    if unknown_options:
+        raise MpqbenchError(f"unknown quantizer options {unknown_options} for {weight_quantizer}"
+                            f" weights and {input_quantizer} inputs; allowed: {sorted(allowed)}")
     quantized = copy.deepcopy(model)
     image_layers = set() if quantize_image_input else set(image_input_layers(quantized,
                                                                               input_shape))
