@@ -9,7 +9,7 @@ import torch
 from mpqbench.context import Context
 from mpqbench.cost import cost_summary
 from mpqbench.evaluate import EvalResult, limit_images, per_class_accuracy
-from mpqbench.results import RunRecord, provenance
+from mpqbench.results import RunRecord, encode_correct, provenance
 
 
 def fp_baseline_run(ctx: Context) -> tuple[RunRecord, EvalResult, torch.Tensor]:
@@ -37,6 +37,7 @@ def fp_baseline_run(ctx: Context) -> tuple[RunRecord, EvalResult, torch.Tensor]:
                 "total_s": time.perf_counter() - start,
                 "eval_images_per_s": result.images_per_s},
         provenance=provenance(ctx.seed, ctx.profile.name, device),
-        extra={"per_class_top1": dict(zip(splits.classes, per_class.tolist(), strict=True))},
+        extra={"per_class_top1": dict(zip(splits.classes, per_class.tolist(), strict=True)),
+               "test_correct": encode_correct(result.correct)},
     )
     return record, result, per_class

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mpqbench.comparison import budget_title
-from mpqbench.results import RunRecord
+from mpqbench.intervals import Interval, paired_bootstrap
+from mpqbench.results import RunRecord, decode_correct
 from mpqbench.verdict import Verdict
 
 # (method, run-id pattern of the method's side, baseline run ids, claim)
@@ -38,6 +39,15 @@ def _metric_of(run_id: str, record: RunRecord | None) -> str:
     return (record.metric or record.protocol) if record is not None else run_id
 
 
+def _paired(record: RunRecord, base: RunRecord) -> Interval | None:
+    """The paired bootstrap interval of top-1(record) - top-1(base) when both keep their
+    per-image hits on the same images (``extra.test_correct``), else None."""
+    a, b = (r.extra.get("test_correct") for r in (record, base))
+    if not a or not b or a["images"] != b["images"]:
+        return None
+    return paired_bootstrap(decode_correct(a)[None], decode_correct(b)[None])
+
+
 def claim_pairs(records: Iterable[RunRecord]
                 ) -> list[tuple[str, Verdict, RunRecord, RunRecord]]:
     """(method, verdict, the method's record, the baseline's record) for every pair of runs
@@ -58,7 +68,8 @@ def claim_pairs(records: Iterable[RunRecord]
                 out.append((method, Verdict(
                     claim.format(baseline=label, **match.groupdict()), run_id, base.run_id,
                     float(record.accuracy["top1"]), float(base.accuracy["top1"]),
-                    int(record.accuracy.get("test_images", 0))), record, base))
+                    int(record.accuracy.get("test_images", 0)), interval=_paired(record, base)),
+                    record, base))
     return out
 
 
@@ -115,8 +126,10 @@ def glance_table(records: list[RunRecord]) -> str:
         setting = budget_title(record.budget, record.extra)
         if record.policy and record.solver != "uniform" and method == "saq":
             setting = f"mixed policy at {setting}"
+        spread = (f"[{v.interval.low:+.2f}, {v.interval.high:+.2f}]" if v.interval is not None
+                  else f"+- {v.half_width:.2f}")
         lines.append(f"| {claim} | {setting} | {v.method_top1:.2f} | {v.baseline_top1:.2f} "
-                     f"| {v.difference:+.2f} +- {v.half_width:.2f} | {v.outcome} |")
+                     f"| {v.difference:+.2f} {spread} | {v.outcome} |")
     return "\n".join(lines) + "\n"
 
 
@@ -146,9 +159,11 @@ def write_conclusions(records: list[RunRecord], path: str | Path) -> str:
     """Markdown with every claim's verdict and the data-free ranking table; returns it."""
     lines = ["# Conclusions, generated from the RunRecords", "",
              "Each line compares two runs with the same schedule and seed on the same test "
-             "images; the interval is the 95% test-sampling interval of the difference (one "
-             "seed: run-to-run noise is not in it). `reproduced` / `not reproduced` only when "
-             "the difference clears it, `inconclusive` otherwise.", ""]
+             "images; the interval is the 95% interval of the difference: a paired bootstrap "
+             "over the test images where both runs kept their per-image hits, else the "
+             "test-sampling interval of two independent proportions (one seed: run-to-run "
+             "noise is not in it). `reproduced` / `not reproduced` only when the interval lies "
+             "above / below zero, `inconclusive` otherwise.", ""]
     verdicts = claim_verdicts(records)
     for method in dict.fromkeys(m for m, _ in verdicts):
         lines += [f"## {method}", ""]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -15,7 +16,9 @@ from mpqbench.runtime import progress
 
 @dataclass
 class EvalResult:
-    """top-1 / top-5 in percent, mean cross-entropy loss in nats, images per second."""
+    """top-1 / top-5 in percent, mean cross-entropy loss in nats, images per second, and
+    ``correct``: whether each image's top-1 was right, in the split's order (for paired
+    comparisons of two models on the same images; left out of ``to_dict``)."""
 
     top1: float
     top5: float
@@ -23,9 +26,10 @@ class EvalResult:
     images: int
     seconds: float
     images_per_s: float
+    correct: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "correct"}
 
 
 def limit_images(split: Split, max_images: int | None) -> Split:
@@ -52,13 +56,16 @@ def evaluate(
     model.eval().to(device)
     correct1 = correct5 = 0
     loss_sum = 0.0
+    hits = []
     start = time.perf_counter()
     for x, y in progress(split.batches(batch_size), desc, total=-(-len(split) // batch_size)):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += (top[:, 0] == y).sum().item()
+        right = top[:, 0] == y
+        hits.append(right.cpu())
+        correct1 += right.sum().item()
         correct5 += (top == y[:, None]).any(dim=1).sum().item()
     if device != "cpu" and torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -71,6 +78,7 @@ def evaluate(
         images=n,
         seconds=seconds,
         images_per_s=n / seconds if seconds > 0 else float("inf"),
+        correct=torch.cat(hits).numpy() if hits else np.zeros(0, dtype=bool),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import platform
 import subprocess
@@ -11,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -175,6 +177,19 @@ def find_run(runs_dir: str | Path, run_id: str) -> RunRecord | None:
     if not Path(runs_dir).is_dir():
         return None
     return next((run for run in load_runs(runs_dir) if run.run_id == run_id), None)
+
+
+def encode_correct(correct: np.ndarray) -> dict[str, Any]:
+    """Per-image top-1 hits (bool, test order) as a RunRecord keeps them: the bits packed
+    (``numpy.packbits``, big-endian within a byte) and base64-encoded, with their count."""
+    packed = np.packbits(np.asarray(correct, dtype=bool))
+    return {"images": int(len(correct)), "packbits_base64": base64.b64encode(packed).decode()}
+
+
+def decode_correct(stored: dict[str, Any]) -> np.ndarray:
+    """The bool array ``encode_correct`` stored."""
+    packed = np.frombuffer(base64.b64decode(stored["packbits_base64"]), dtype=np.uint8)
+    return np.unpackbits(packed)[: stored["images"]].astype(bool)
 
 
 def policy_bits(runs: list[RunRecord], layer_order: list[str], key: str = "w_bits"

@@ -10,7 +10,7 @@ from mpqbench.cost import Bits, LayerCost, cost_summary
 from mpqbench.data import Splits
 from mpqbench.evaluate import EvalResult
 from mpqbench.quant.policy import Policy
-from mpqbench.results import RunRecord, provenance
+from mpqbench.results import RunRecord, encode_correct, provenance
 
 
 def quantized_run_record(
@@ -60,5 +60,5 @@ def quantized_run_record(
         timing={"sensitivity_s": 0.0, "search_s": 0.0, "protocol_s": 0.0, **timing,
                 "eval_images_per_s": result.images_per_s},
         provenance=provenance(settings["seed"], settings["profile"], device),
-        extra=extra or {},
+        extra={**(extra or {}), "test_correct": encode_correct(result.correct)},
     )

@@ -2,17 +2,21 @@
 
 A verdict compares a method's test top-1 with its baseline's on the same test images and
 says ``reproduced`` only when the difference clears its 95% interval, ``not reproduced`` when
-it is below minus that interval, and ``inconclusive`` otherwise. The interval is the normal
-approximation of the difference of two binomial proportions, each on ``images`` test images
-(``1.96 * sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n)``): test-sampling noise only. With one
-seed, run-to-run noise (about +-0.4 points for 100-step QAT here) is not in it, which the
-text says; the comparison grid (issue 16) adds seeds and paired intervals.
+it is below minus that interval, and ``inconclusive`` otherwise. With both runs' per-image
+hits (RunRecord ``extra.test_correct``) the interval is the paired bootstrap of
+``intervals.paired_bootstrap`` (test sampling, paired; seeds too when given); without them,
+the normal approximation of the difference of two independent binomial proportions, each on
+``images`` test images (``1.96 * sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n)``), wider because it
+ignores the pairing. With one seed, run-to-run noise (about +-0.4 points for 100-step QAT
+here) is not in either, which the text says.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from mpqbench.intervals import Interval
 
 Z_95 = 1.96
 
@@ -29,6 +33,7 @@ class Verdict:
     baseline_top1: float
     images: int
     margin: float = 0.0
+    interval: Interval | None = None  # a paired interval of the difference, when known
 
     @property
     def difference(self) -> float:
@@ -36,6 +41,8 @@ class Verdict:
 
     @property
     def half_width(self) -> float:
+        if self.interval is not None:
+            return self.interval.half_width
         p1, p2 = self.method_top1 / 100, self.baseline_top1 / 100
         n = max(self.images, 1)
         return 100 * Z_95 * math.sqrt(p1 * (1 - p1) / n + p2 * (1 - p2) / n)
@@ -45,18 +52,27 @@ class Verdict:
         """``reproduced`` when difference + margin > half-width; ``not reproduced`` when
         difference + margin < -half-width; else ``inconclusive``. ``margin`` turns "better
         than" (0) into "no worse than by ``margin`` points"."""
-        shifted = self.difference + self.margin
-        if shifted > self.half_width:
+        if self.interval is not None:
+            low, high = self.interval.low + self.margin, self.interval.high + self.margin
+        else:
+            shifted = self.difference + self.margin
+            low, high = shifted - self.half_width, shifted + self.half_width
+        if low > 0:
             return "reproduced"
-        if shifted < -self.half_width:
+        if high < 0:
             return "not reproduced"
         return "inconclusive"
 
     def text(self) -> str:
+        if self.interval is not None:
+            spread = (f" [{self.interval.low:+.2f}, {self.interval.high:+.2f}] points, 95% "
+                      f"{self.interval.kind} bootstrap interval on {self.images:,} images")
+        else:
+            spread = (f" +- {self.half_width:.2f} points, 95% test-sampling interval on "
+                      f"{self.images:,} images, one seed")
         return (f"{self.claim}: {self.outcome} ({self.method} {self.method_top1:.2f} vs "
                 f"{self.baseline} {self.baseline_top1:.2f}, difference {self.difference:+.2f}"
-                f" +- {self.half_width:.2f} points, 95% test-sampling interval on "
-                f"{self.images:,} images, one seed)")
+                f"{spread})")
 
     def to_dict(self) -> dict:
         return {"claim": self.claim, "method": self.method, "baseline": self.baseline,

@@ -5,6 +5,7 @@ A protocol added to ``PROTOCOLS`` is tested here without editing this file.
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -17,7 +18,7 @@ from mpqbench.mixed import sweep, uniform_references
 from mpqbench.naming import budget_label, protocol_tag, run_id
 from mpqbench.protocols import PROTOCOLS, PtqProtocol, run_policy, uniform_allocation
 from mpqbench.ptq import PtqConfig
-from mpqbench.results import load_runs
+from mpqbench.results import decode_correct, load_runs
 from mpqbench.sensitivity import compute
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -51,11 +52,11 @@ def _context(tmp_path=None, seed: int = 0):
     return ctx
 
 
-def _top1(model: nn.Module, split: TensorSplit) -> float:
-    """An independent count: argmax over one batch of every test image."""
+def _hits(model: nn.Module, split: TensorSplit) -> np.ndarray:
+    """An independent count: argmax over one batch of every test image, right or not."""
     (x, y), = split.batches(len(split))
     with torch.no_grad():
-        return 100.0 * (model.eval()(x).argmax(1) == y).float().mean().item()
+        return (model.eval()(x).argmax(1) == y).numpy()
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS.names())
@@ -71,7 +72,9 @@ def test_every_protocol_turns_a_policy_into_a_checked_record(protocol, tmp_path)
     assert {n: (b["w_bits"], b["a_bits"]) for n, b in record.policy["layers"].items()} == (
         allocation.bits)
     assert record.cost == cost_summary(ctx.layers, allocation.bits)
-    assert record.accuracy["top1"] == pytest.approx(_top1(outcome.output.model, ctx.splits.test))
+    hits = _hits(outcome.output.model, ctx.splits.test)
+    assert record.accuracy["top1"] == pytest.approx(100 * hits.mean())
+    assert np.array_equal(decode_correct(record.extra["test_correct"]), hits)  # image by image
     assert record.accuracy["drop"] == pytest.approx(ctx.fp_top1 - record.accuracy["top1"])
     assert record.timing["protocol_s"] > 0 and record.timing["total_s"] >= (
         record.timing["protocol_s"])

@@ -1,7 +1,10 @@
 import math
 
+import numpy as np
 import pytest
 
+from mpqbench.intervals import paired_bootstrap
+from mpqbench.results import decode_correct, encode_correct
 from mpqbench.verdict import Verdict
 
 
@@ -29,3 +32,25 @@ def test_fewer_images_widen_the_interval():
     assert Verdict("c", "m", "b", 85, 84, 500).outcome == "inconclusive"
     assert Verdict("c", "m", "b", 85, 84, 500).half_width > Verdict("c", "m", "b", 85, 84,
                                                                     10_000).half_width
+
+
+def test_a_paired_interval_decides_where_the_unpaired_one_cannot():
+    """Two runs that differ on few images: the paired bootstrap sees a real gain that the
+    interval of two independent proportions calls inconclusive."""
+    rng = np.random.default_rng(0)
+    base = rng.random(10_000) < 0.85
+    better = base.copy()
+    better[np.flatnonzero(~base)[:60]] = True  # 60 more images right, none lost: +0.6 points
+    interval = paired_bootstrap(better[None], base[None])
+    plain = Verdict("c", "a", "b", 100 * better.mean(), 100 * base.mean(), 10_000)
+    paired = Verdict("c", "a", "b", 100 * better.mean(), 100 * base.mean(), 10_000,
+                     interval=interval)
+    assert plain.outcome == "inconclusive" and paired.outcome == "reproduced"
+    assert paired.half_width == interval.half_width < plain.half_width
+    assert "paired" in paired.text() and "[+" in paired.text()
+
+
+def test_stored_hits_round_trip():
+    hits = np.random.default_rng(1).random(1001) < 0.5
+    stored = encode_correct(hits)
+    assert stored["images"] == 1001 and np.array_equal(decode_correct(stored), hits)
