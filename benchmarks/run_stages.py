@@ -1,6 +1,6 @@
 """Run DVC stages one at a time and record each one's wall time and peak memory.
 
-    python -m benchmarks.run_stages run@limpq-resnet20 report    # dvc repro -s, in order
+    python -m benchmarks.run_stages limpq@resnet20 report    # dvc repro -s, in order
     python -m benchmarks.run_stages --table                        # the Markdown table
     python -m benchmarks.run_stages --update-doc docs/pipeline.md  # the table, in that page
 

@@ -348,7 +348,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     if Path(args.params).is_file():
         params = load_params(args.params)
         print(f"{'profiles:':12s}", ", ".join(sorted(params["profiles"])))
-        print(f"{'runs:':12s}", ", ".join(params.get("runs", {})))
+        print(f"{'methods:':12s}", ", ".join(sorted(params.get("method_cfg") or {})))
 
 
 def model_options(p: argparse.ArgumentParser) -> None:

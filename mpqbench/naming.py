@@ -23,7 +23,8 @@ def run_id(method: str, model_name: str, *parts: str | float) -> str:
 
 
 def run_key(method: str, model_name: str) -> str:
-    """A method's key in params.yaml ``runs:``: its DVC stage and its results folder name."""
+    """A method's results folder name under ``results/runs/`` (its DVC stage is
+    ``<method>@<model>``)."""
     return f"{method}-{model_name}"
 
 

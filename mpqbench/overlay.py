@@ -2,9 +2,10 @@
 
 An overlay is a YAML mapping laid over params.yaml: mappings merge key by key, any other value
 replaces the old one, and the keys listed under the overlay's ``replace:`` are replaced whole
-(``runs``, so the new suite's runs do not mix with the old ones). ``--set key.sub=value`` pairs
-are applied after it. The result is checked (dataset, models, runs, the ImageNet folder) before
-params.yaml is written; `git checkout params.yaml` goes back.
+(a mapping that must not mix with the old one). ``--set key.sub=value`` pairs are applied
+after it. The result is checked (dataset, models, the ImageNet folder, then every key) before
+params.yaml is written; `git checkout params.yaml` goes back. Every method stage of dvc.yaml
+runs for every model of ``models``.
 """
 
 from __future__ import annotations
@@ -65,24 +66,18 @@ def _nest(keys: list[str], value: Any) -> dict:
 
 
 def check_suite(params: dict[str, Any], repo: str | Path = ".") -> None:
-    """Refuse a params dict whose dataset, models, runs or image folder cannot run.
+    """Refuse a params dict whose dataset, models or image folder cannot run.
 
     ``repo``: the folder holding params.yaml and ``notebooks/``.
     """
     dataset = params.get("dataset")
     spec = DATASETS.get(dataset)
     models = params.get("models") or []
+    if not isinstance(models, list):
+        raise MpqbenchError(f"models = {models!r} must be a list of model names, e.g. "
+                            "[resnet18, resnet50]")
     for model in models:
         check_model_dataset(model, dataset)
-    for key, run in (params.get("runs") or {}).items():
-        if not isinstance(run, dict):
-            raise MpqbenchError(f"run {key!r} must be a mapping {{method, model, reads}}, "
-                                f"not {run!r}")
-        if run.get("model") not in models:
-            raise MpqbenchError(f"run {key!r} uses model {run.get('model')!r}, which is not in "
-                                f"models {models}; add it there or drop the run")
-        if not Path(repo, "notebooks", f"{run.get('method')}.py").is_file():
-            raise MpqbenchError(f"run {key!r}: no notebook notebooks/{run.get('method')}.py")
     if params.get("profile") not in params.get("profiles", {}):
         raise MpqbenchError(f"profile {params.get('profile')!r} is not defined under profiles")
     if spec.image_folder:
@@ -104,7 +99,7 @@ def apply_overlay(
         raise MpqbenchError(f"{overlay_path} must hold a mapping of params.yaml keys")
     replace = overlay.pop(REPLACE_KEY, None) or []
     if not isinstance(replace, list):
-        raise MpqbenchError(f"{overlay_path}: `{REPLACE_KEY}:` must list keys, e.g. [runs]")
+        raise MpqbenchError(f"{overlay_path}: `{REPLACE_KEY}:` must list keys, e.g. [models]")
     replace = set(replace)
     params = _load(rt, params_path)
     changed = _merge(params, overlay, replace)

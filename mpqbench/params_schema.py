@@ -138,7 +138,6 @@ BUDGET = Budget  # its fields; Budget.from_dict checks the values after the keys
 BITS = ListOf(int)
 
 QAT_KEYS = {k: v for k, v in _dataclass_keys(QatConfig).fields.items() if k != "seed"}
-RUN = Keys({"method": str, "model": str, "reads": str}, required=("method", "model", "reads"))
 TABLE = Keys({"metric": Name(METRICS.names, "metric"), "data": str, "options": Maybe(dict)},
              required=("metric", "data"))
 
@@ -196,7 +195,7 @@ SCHEMA = Keys({
     "profile": str, "dataset": Name(DATASETS.names, "dataset"),
     "models": ListOf(Name(MODELS.names, "model")), "seed": int,
     "data": Keys({"val_size": int}, required=("val_size",)), "imagenet_root": Maybe(str),
-    "fix_first_last": bool, "runs": Maybe(Each(RUN)), "method_cfg": METHOD_CFG,
+    "fix_first_last": bool, "method_cfg": METHOD_CFG,
     "profiles": Each(PROFILE),
 }, required=("profile", "dataset", "models", "seed", "data", "profiles"))
 
@@ -281,6 +280,10 @@ def check_params(params: dict[str, Any], repo: str | Path = ".") -> None:
     """Refuse params.yaml with any key, type or name it cannot run; see the module docstring."""
     if not isinstance(params, dict):
         raise MpqbenchError("params.yaml must hold a mapping of settings")
+    if "runs" in params:
+        raise MpqbenchError("params.yaml: runs: is gone; each method has its own stage in "
+                            "dvc.yaml, run for every model of `models` (add one with `python -m "
+                            "mpqbench.stage_deps --new-method NAME --add`); remove runs:")
     method_cfg = params.get("method_cfg")
     if isinstance(method_cfg, dict):  # a method added as a notebook brings its own settings
         added = {key for key in method_cfg if key not in METHOD_CFG.fields
@@ -294,13 +297,6 @@ def check_params(params: dict[str, Any], repo: str | Path = ".") -> None:
     if params["profile"] not in profiles:
         raise MpqbenchError(f"params.yaml: profile: unknown profile {params['profile']!r}; "
                             f"allowed: {', '.join(sorted(profiles))}")
-    for key, run in (params.get("runs") or {}).items():
-        if run["model"] not in params["models"]:
-            raise MpqbenchError(f"params.yaml: runs.{key}.model = {run['model']!r} is not in "
-                                f"models {params['models']}; add it there or drop the run")
-        if not Path(repo, "notebooks", f"{run['method']}.py").is_file():
-            raise MpqbenchError(f"params.yaml: runs.{key}.method = {run['method']!r}: no "
-                                f"notebook notebooks/{run['method']}.py")
     tables = (params.get("method_cfg") or {}).get("data_free", {}).get("tables") or {}
     for name in (params.get("method_cfg") or {}).get("data_free", {}).get("allocate") or []:
         if name not in tables:

@@ -3,7 +3,7 @@
 Plotting only: no record is written and no number computed here that a record keeps, so a
 compute stage does not depend on this module in ``dvc.yaml`` (``mpqbench.stage_deps``): a
 change to a figure re-runs the report, and a method's rendered notebook shows the new figure
-after its next run (``dvc repro -f run@NAME`` to redraw it now).
+after its next run (``dvc repro -f METHOD`` to redraw it now).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ import yaml
 from mpqbench.checkpoints import finetune_config
 from mpqbench.config import profile_settings
 from mpqbench.errors import MpqbenchError
-from mpqbench.naming import run_key
 from mpqbench.overlay import apply_overlay, parse_set
 
 from .conftest import REPO
@@ -36,33 +35,27 @@ def test_imagenet_overlay_switches_the_suite_and_keeps_comments(repo):
     assert after["dataset"] == "imagenet" and after["profile"] == "paper"
     assert after["imagenet_root"] == str(repo / "imagenet")
     assert after["models"] == ["resnet18", "resnet50", "mobilenet_v2"]
-    # runs replaced whole: every method on every ImageNet model, none of the CIFAR ones
-    methods = {run["method"] for run in before["runs"].values()}
-    assert set(after["runs"]) == {f"{m}-{model}" for m in methods for model in after["models"]}
-    assert after["runs"]["saq-resnet50"]["reads"] == "results/runs/limpq-resnet50"
     # merged, not replaced: the rest of data, every method setting and profile stay
     assert after["data"] == {**before["data"], "val_size": 10000}
     assert after["method_cfg"] == before["method_cfg"] and after["profiles"] == before["profiles"]
-    assert {"dataset", "profile", "imagenet_root", "models", "runs", "data.val_size"} <= set(
-        changed)
+    assert {"dataset", "profile", "imagenet_root", "models", "data.val_size"} <= set(changed)
     # the paper profile has an ImageNet schedule (published torchvision weights, no adaptation)
     assert finetune_config(profile_settings("paper", after), "imagenet").epochs == 0
-    # SAQ's mixed policy comes from a method that runs for every model of the overlay
+    # SAQ's mixed policy comes from a method whose notebook runs for every model
     source = after["method_cfg"]["saq"]["mixed_policy"]
-    assert all(run_key(source["method"], model) in after["runs"] for model in after["models"])
+    assert (REPO / "notebooks" / f"{source['method']}.py").is_file()
 
 
 @pytest.mark.parametrize("sets, message", [
     ([], "imagenet_root"),
     (["imagenet_root=/nonexistent/imagenet"], "is not a folder"),
-    (["imagenet_root={root}", "models=[resnet18]"], "not in models"),
     (["imagenet_root={root}", "models=[resnet20, resnet18, resnet50, mobilenet_v2]"],
      "pretrained weights for cifar10"),
     (["imagenet_root={root}", "profile=fast"], "profile 'fast'"),
     (["imagenet_root"], "KEY=VALUE"),
     (["imagenet_root={root}", "data..val_size=3"], "KEY=VALUE"),
     (["imagenet_root={root}", "models=[resnet18"], "not YAML"),
-    (["imagenet_root={root}", "runs.extra=1"], "must be a mapping"),
+    (["imagenet_root={root}", "models=resnet18"], "models = 'resnet18' must be"),
 ])
 def test_a_bad_overlay_names_the_fix_and_leaves_params_alone(repo, sets, message):
     original = (repo / "params.yaml").read_bytes()
@@ -94,20 +87,19 @@ def test_dvc_resolves_every_stage_of_the_imagenet_suite(repo):
     models = ["resnet18", "resnet50", "mobilenet_v2"]
     methods = ["first_order_ptq", "data_free", "limpq", "saq"]
     expected = {"params", "data", "report"} | {f"{stage}@{m}" for m in models for stage in (
-        "checkpoint", "fp_baseline", "uniform", "policy_bank")} | {
-        f"run@{method}-{m}" for method in methods for m in models}
+        "checkpoint", "fp_baseline", "uniform", "policy_bank", *methods)}
     assert set(listed) == expected
-    upstream = subprocess.run(["dvc", "dag", "--dot", "run@saq-resnet50"], cwd=repo, env=env,
+    upstream = subprocess.run(["dvc", "dag", "--dot", "saq@resnet50"], cwd=repo, env=env,
                               capture_output=True, text=True, check=True).stdout
-    # SAQ's upstream is its own model's LIMPQ run (the `reads` of its run key), not another's
-    assert '"run@limpq-resnet50"' in upstream and "run@limpq-resnet18" not in upstream
+    # SAQ's upstream is its own model's LIMPQ run (what its stage reads), not another's
+    assert '"limpq@resnet50"' in upstream and "limpq@resnet18" not in upstream
     assert '"checkpoint@resnet50"' in upstream and '"data"' in upstream
 
 
 @pytest.mark.parametrize("text, message", [
     ("profile: [paper\n", "not valid YAML"),
     ("- a list\n", "must hold a mapping"),
-    ("replace: runs\nprofile: paper\n", "must list keys"),
+    ("replace: models\nprofile: paper\n", "must list keys"),
 ])
 def test_a_malformed_overlay_file_is_refused(repo, text, message):
     original = (repo / "params.yaml").read_bytes()

@@ -43,17 +43,17 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
     _copy_repo(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["profile"] = "smoke"
-    # a new method added the documented way (docs/adding-a-method.md): the template, one run
-    # key, its settings
+    # a new method added the documented way (docs/adding-a-method.md): the template, its
+    # settings, its stage generated into dvc.yaml
     shutil.copy(repo / "notebooks/_template.py", repo / "notebooks/toy.py")
-    params["runs"]["toy-resnet20"] = {"method": "toy", "model": "resnet20",
-                                      "reads": "results/policy_bank/resnet20.json"}
     params["method_cfg"]["toy"] = {"metric": "fisher_fit", "solver": "pareto", "bits": [3, 4, 8],
                                    "a_bits": 8, "budgets": [{"compression_ratio": 6}],
                                    "protocol": "ptq-nearest"}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "MPQBENCH_MIRROR": str(mirror_path()), "MPQBENCH_PROGRESS": "off",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    _run([sys.executable, "-m", "mpqbench.stage_deps", "--new-method", "toy", "--add"], repo,
+         env)
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     _run(git + ["init", "-q"], repo, env)
     _run(git + ["add", "-A"], repo, env)
@@ -202,10 +202,6 @@ def test_imagenet_suite_runs_through_the_overlay(tmp_path):
     torch_home = tmp_path / "torch_home"
     _torchvision_weights_in_cache(torch_home, "mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V1")
     overlay = yaml.safe_load((repo / "configs/imagenet.yaml").read_text())
-    # one method notebook, LIMPQ (indicator training, the pair ILP over 53 layers, QAT); the
-    # others run the same layer and protocol code and take half an hour here (the CIFAR smoke
-    # pipeline above runs them all)
-    overlay["runs"] = {k: v for k, v in overlay["runs"].items() if k == "limpq-mobilenet_v2"}
     overlay["models"] = ["mobilenet_v2"]
     (repo / "configs/test.yaml").write_text(yaml.safe_dump(overlay))
     env = {**os.environ, "MPQBENCH_PROGRESS": "off", "TORCH_HOME": str(torch_home),
@@ -229,7 +225,11 @@ def test_imagenet_suite_runs_through_the_overlay(tmp_path):
     _run(git + ["add", "-A"], repo, env)
     _run(git + ["commit", "-qm", "copy"], repo, env)
 
-    _run(["dvc", "repro"], repo, env)
+    # one method stage, LIMPQ (indicator training, the pair ILP over 53 layers, QAT), and the
+    # report; the other methods run the same layer and protocol code and take half an hour
+    # here (the CIFAR smoke pipeline above runs them all)
+    _run(["dvc", "repro", "fp_baseline", "uniform", "limpq"], repo, env)
+    _run(["dvc", "repro", "-s", "report"], repo, env)
 
     manifest = json.loads((repo / "data/imagenet/meta.json").read_text())
     assert manifest["counts"] == {"train": 2000, "test": 1000} and len(manifest["classes"]) == 1000

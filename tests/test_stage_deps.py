@@ -9,9 +9,12 @@ from mpqbench.stage_deps import (
     PLOTTING_ONLY,
     REPORT_STAGE,
     STAGE_ENTRIES,
+    add_stage,
     covered,
     import_closure,
+    method_stage,
     stage_closure,
+    stage_entries,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,12 +25,7 @@ def _stages() -> dict:
 
 
 def _entries(stage: str) -> list[str]:
-    entries = STAGE_ENTRIES[stage]
-    if stage != "run":
-        return entries
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    methods = sorted({run["method"] for run in params["runs"].values()})
-    return [e.format(method=m) for m in methods for e in entries]
+    return stage_entries(stage, REPO)
 
 
 def _code_deps(stage: dict) -> list[str]:
@@ -36,10 +34,22 @@ def _code_deps(stage: dict) -> list[str]:
 
 
 def test_every_stage_has_an_entry():
-    assert set(_stages()) == set(STAGE_ENTRIES)
+    for stage in _stages():
+        assert all((REPO / path).is_file() for path in _entries(stage)), stage
+    assert set(STAGE_ENTRIES) <= set(_stages())
 
 
-@pytest.mark.parametrize("stage", sorted(STAGE_ENTRIES))
+def test_a_new_method_stage_is_generated_with_its_exact_dependencies():
+    """`python -m mpqbench.stage_deps --new-method NAME` prints what dvc.yaml needs."""
+    block = yaml.safe_load("stages:\n" + method_stage("saq", ["results/runs/limpq-${item}"],
+                                                      root=REPO))
+    generated = block["stages"]["saq"]
+    assert generated == _stages()["saq"]  # the committed stage is exactly the generated one
+    with pytest.raises(ValueError, match="no entry in STAGE_ENTRIES and no notebooks/nope.py"):
+        stage_entries("nope", REPO)
+
+
+@pytest.mark.parametrize("stage", sorted(_stages()))
 def test_stage_deps_cover_the_import_closure_and_nothing_else(stage):
     deps = _code_deps(_stages()[stage])
     needed = {p for p in stage_closure(stage, _entries(stage), REPO) if p.startswith("mpqbench/")}
@@ -49,7 +59,7 @@ def test_stage_deps_cover_the_import_closure_and_nothing_else(stage):
     assert not extra, f"{stage}: deps its entry never imports (remove them): {extra}"
 
 
-@pytest.mark.parametrize("stage", sorted(STAGE_ENTRIES))
+@pytest.mark.parametrize("stage", sorted(_stages()))
 def test_a_plotting_module_is_a_dep_of_the_report_alone(stage):
     """A change to a figure re-runs the report, never a compute stage."""
     deps = _code_deps(_stages()[stage])
@@ -79,3 +89,13 @@ def test_closure_follows_imports_inside_functions_and_packages(tmp_path):
     (tmp_path / "entry.py").write_text("import os\nfrom mpqbench import lazy\n")
     assert import_closure(["entry.py"], tmp_path) == {
         "entry.py", "mpqbench/lazy.py", "mpqbench/sub/__init__.py", "mpqbench/sub/leaf.py"}
+
+
+def test_a_stage_is_added_inside_the_stages_section(tmp_path):
+    path = tmp_path / "dvc.yaml"
+    path.write_text("stages:\n  a:\n    cmd: x\n\n# a comment\nplots:\n  - p.csv\n")
+    add_stage(path, "  b:\n    cmd: y\n")
+    assert yaml.safe_load(path.read_text()) == {"stages": {"a": {"cmd": "x"}, "b": {"cmd": "y"}},
+                                                "plots": ["p.csv"]}
+    with pytest.raises(ValueError, match="already has a stage 'b'"):
+        add_stage(path, "  b:\n    cmd: z\n")
