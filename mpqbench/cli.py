@@ -105,7 +105,7 @@ def cmd_cost(args: argparse.Namespace) -> None:
     from mpqbench.models import build_model
     from mpqbench.models.zoo import check_model_dataset
 
-    _known_model(args.model)
+    _known_model(args)
     settings = _settings(args)
     check_model_dataset(args.model, settings["dataset"])
     spec = DATASETS.get(settings["dataset"])
@@ -134,7 +134,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     from mpqbench.search import SOLVERS, search
     from mpqbench.sensitivity import METRICS, compute
 
-    _known_model(args.model)
+    _known_model(args)
     METRICS.get(args.metric)
     SOLVERS.get(args.solver)
     bad = [pair for pair in args.budget if "=" not in pair]
@@ -224,12 +224,15 @@ def cmd_policy_bank(args: argparse.Namespace) -> None:
           f"{min(drops):.2f} to {max(drops):.2f} points; saved {out}")
 
 
-def _known_model(name: str) -> None:
-    """An unknown model name is an error naming the known ones, before any file is looked up
-    (it used to surface as a missing checkpoint)."""
+def _known_model(args: argparse.Namespace) -> None:
+    """An unknown ``--model`` is an error naming the known ones (the shipped models and
+    params.yaml's ``user_models``, registered by the params check), before any file is looked
+    up (it used to surface as a missing checkpoint)."""
     from mpqbench.models import MODELS
 
-    MODELS.get(name)
+    if Path(args.params).is_file():
+        _checked_params(args.params)  # registers the user's models
+    MODELS.get(args.model)
 
 
 def _context(args: argparse.Namespace):
@@ -237,7 +240,7 @@ def _context(args: argparse.Namespace):
     params check first, then the model and data; the FP model is not evaluated."""
     from mpqbench.context import build_context
 
-    _known_model(args.model)
+    _known_model(args)
     return build_context(args.model, _profile(args), args.params, evaluate_fp=False)
 
 

@@ -23,7 +23,7 @@ from mpqbench.cost import Budget, parse_wa
 from mpqbench.data import DATASETS
 from mpqbench.errors import MpqbenchError
 from mpqbench.finetune import FinetuneConfig
-from mpqbench.models.zoo import MODELS
+from mpqbench.models.zoo import MODELS, register_user_models
 from mpqbench.ptq import ROUNDINGS, PtqConfig
 from mpqbench.qat import QAT_PROTOCOLS
 from mpqbench.search import SOLVERS
@@ -178,6 +178,9 @@ POLICY_BANK = Keys({"count": int, "budget": BUDGET, "bits": BITS, "a_bits": int,
                     "rounding": Name(ROUNDINGS.names, "rounding"),
                     "val_images": Maybe(int)}, required=("count", "budget", "bits", "a_bits"))
 
+USER_MODEL = Keys({"datasets": ListOf(Name(DATASETS.names, "dataset")), "sha256": str,
+                   "published_top1": Maybe(float)}, required=("datasets", "sha256"))
+
 PROFILE = Keys({
     "device": str,
     "finetune": Keys({**{k: v for k, v in _dataclass_keys(FinetuneConfig).fields.items()
@@ -195,7 +198,7 @@ SCHEMA = Keys({
     "profile": str, "dataset": Name(DATASETS.names, "dataset"),
     "models": ListOf(Name(MODELS.names, "model")), "seed": int,
     "data": Keys({"val_size": int}, required=("val_size",)), "imagenet_root": Maybe(str),
-    "fix_first_last": bool, "method_cfg": METHOD_CFG,
+    "fix_first_last": bool, "method_cfg": METHOD_CFG, "user_models": Maybe(Each(USER_MODEL)),
     "profiles": Each(PROFILE),
 }, required=("profile", "dataset", "models", "seed", "data", "profiles"))
 
@@ -277,7 +280,9 @@ def _check(value: Any, spec: Spec, path: str) -> None:
 
 
 def check_params(params: dict[str, Any], repo: str | Path = ".") -> None:
-    """Refuse params.yaml with any key, type or name it cannot run; see the module docstring."""
+    """Refuse params.yaml with any key, type or name it cannot run; see the module docstring.
+    Registers ``user_models`` first (``models.zoo.register_user_models``), so that the model
+    names are checked against the shipped models and the user's."""
     if not isinstance(params, dict):
         raise MpqbenchError("params.yaml must hold a mapping of settings")
     if "runs" in params:
@@ -292,6 +297,8 @@ def check_params(params: dict[str, Any], repo: str | Path = ".") -> None:
             _check(method_cfg[key], dict, f"method_cfg.{key}")
         params = {**params, "method_cfg": {k: v for k, v in method_cfg.items()
                                            if k not in added}}
+    _check(params.get("user_models"), Maybe(Each(USER_MODEL)), "user_models")
+    register_user_models(params.get("user_models"), repo)  # before the model names are checked
     _check(params, SCHEMA, "")
     profiles = params["profiles"]
     if params["profile"] not in profiles:

@@ -76,6 +76,7 @@ METHOD_STAGE = """\
         - notebooks/{method}.py
         - data/${{dataset}}
         - checkpoints/${{item}}.pt
+        - user_models   # params.yaml user_models: their factories and weights
 {reads}{code}
       params:
         - profile

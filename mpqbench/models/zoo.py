@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ class ModelSpec:
     """An architecture and where its pretrained weights come from.
 
     CIFAR models name a checkpoint file (URL + sha256, or the mirror's ``checkpoints/`` copy);
-    torchvision models name the torchvision weights enum entry.
+    torchvision models name the torchvision weights enum entry; a user's model
+    (``register_user_models``) names a local weights file (``checkpoint_path`` + sha256).
     """
 
     name: str
@@ -33,6 +35,7 @@ class ModelSpec:
     checkpoint_sha256: str | None = None
     published_top1: float | None = None  # on the original dataset, percent
     torchvision_weights: str | None = None
+    checkpoint_path: str | None = None  # a user's weights file, relative to the repository
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -82,6 +85,53 @@ for _name, _weights, _top1 in (
     )
 
 
+USER_MODELS_DIR = "user_models"
+
+
+def _user_factory(name: str, path: Path) -> Callable[[int], nn.Module]:
+    if not path.is_file():
+        raise MpqbenchError(f"user model {name!r}: no factory {path}; write it with a function "
+                            "build(num_classes) -> nn.Module (see user_models/README.md)")
+    loader = importlib.util.spec_from_file_location(f"mpqbench_user_models.{name}", path)
+    module = importlib.util.module_from_spec(loader)
+    try:
+        loader.loader.exec_module(module)
+    except Exception as exc:  # the user's code: any error is reported with its file
+        raise MpqbenchError(f"user model {name!r}: {path} failed to import ({exc})") from exc
+    build = getattr(module, "build", None)
+    if not callable(build):
+        raise MpqbenchError(f"user model {name!r}: {path} has no function build(num_classes)")
+    return build
+
+
+def register_user_models(entries: dict[str, dict] | None, repo: str | Path = ".") -> list[str]:
+    """Register params.yaml's ``user_models`` (name -> ``{datasets, sha256, published_top1}``):
+    the architecture from ``user_models/<name>.py`` (its ``build(num_classes)``), the weights
+    from ``user_models/<name>.pt`` (a state dict, checked against ``sha256`` when loaded).
+    Registering the same entry again does nothing; a shipped model's name, or a name already
+    registered with other settings, is an error. Returns the names registered."""
+    added = []
+    for name, entry in (entries or {}).items():
+        if name in MODELS.names() and MODELS.get(name).checkpoint_path is None:
+            raise MpqbenchError(f"user_models.{name}: {name!r} is a model the suite ships; "
+                                "give yours another name")
+        folder = Path(repo, USER_MODELS_DIR)
+        spec = ModelSpec(name, _user_factory(name, folder / f"{name}.py"),
+                         tuple(entry["datasets"]), checkpoint_sha256=entry["sha256"],
+                         published_top1=entry.get("published_top1"),
+                         checkpoint_path=(folder / f"{name}.pt").resolve().as_posix())
+        if name in MODELS.names():
+            known = MODELS.get(name)
+            if (known.datasets, known.checkpoint_sha256, known.checkpoint_path) != (
+                    spec.datasets, spec.checkpoint_sha256, spec.checkpoint_path):
+                raise MpqbenchError(f"user_models.{name} is registered already with other "
+                                    "settings; use one params file per process")
+            continue
+        MODELS.add(name, spec)
+        added.append(name)
+    return added
+
+
 def build_model(name: str, num_classes: int) -> nn.Module:
     """An untrained model of the registered architecture."""
     return MODELS.get(name).build(num_classes)
@@ -124,6 +174,20 @@ def pretrained_checkpoint_path(spec: ModelSpec, download_dir: str | Path) -> Pat
     return target
 
 
+def user_checkpoint_path(spec: ModelSpec) -> Path:
+    """A user's weights file, after its sha256 is checked against the registered one."""
+    path = Path(spec.checkpoint_path)
+    if not path.is_file():
+        raise MpqbenchError(f"user model {spec.name!r}: no weights file {path}; save the "
+                            "model's state_dict there (see user_models/README.md)")
+    actual = file_digest(path)
+    if actual != spec.checkpoint_sha256:
+        raise MpqbenchError(f"user model {spec.name!r}: {path} has sha256 {actual}, params.yaml "
+                            f"says {spec.checkpoint_sha256}; update user_models.{spec.name}.sha256 "
+                            "if you replaced the file on purpose")
+    return path
+
+
 def load_published_state(path: str | Path) -> dict[str, torch.Tensor]:
     """A published CIFAR checkpoint's state dict, without the DataParallel ``module.`` prefix."""
     try:
@@ -160,7 +224,9 @@ def pretrained_model(
             ) from exc
         return model.eval()
     model = spec.build(num_classes)
-    state = load_published_state(pretrained_checkpoint_path(spec, download_dir))
+    path = (user_checkpoint_path(spec) if spec.checkpoint_path is not None
+            else pretrained_checkpoint_path(spec, download_dir))
+    state = load_published_state(path)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise MpqbenchError(
