@@ -24,10 +24,10 @@ def test_interrupted_finetune_resumes_to_the_same_weights(tmp_path, monkeypatch)
     history = finetune(straight, _data(), config)
     assert [h["epoch"] for h in history] == [1, 2, 3]
 
-    # saving resume states does not change the result
+    # saving resume states does not change the result, and a finished run leaves none
     with_saves = _tiny()
     finetune(with_saves, _data(), config, resume_path=tmp_path / "full.resume")
-    assert torch.load(tmp_path / "full.resume", weights_only=True)["epoch"] == 3
+    assert not (tmp_path / "full.resume").exists()
 
     # a run killed two steps into epoch 2, then restarted, ends where the straight run ends
     interrupted = _tiny()
@@ -49,7 +49,7 @@ def test_interrupted_finetune_resumes_to_the_same_weights(tmp_path, monkeypatch)
         patch.setattr(torch.optim.SGD, "step", step_then_stop)
         with pytest.raises(Stop):
             finetune(interrupted, _data(), config, resume_path=short)
-    assert torch.load(short, weights_only=True)["epoch"] == 1
+    assert torch.load(short, weights_only=True)["done"] == 6  # saved at the end of epoch 1
     resumed = _tiny()
     history_resumed = finetune(resumed, _data(), config, resume_path=short)
     assert [h["epoch"] for h in history_resumed] == [1, 2, 3]
