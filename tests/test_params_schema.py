@@ -116,7 +116,7 @@ def test_a_profile_typo_under_dvc_repro_stops_before_any_output_is_removed(tmp_p
     fails there, and the checkpoint stage's committed outputs stay where they are."""
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, tmp_path / name)
-    for folder in ("mpqbench", "notebooks"):
+    for folder in ("mpqbench", "notebooks", "user_models"):
         shutil.copytree(REPO / folder, tmp_path / folder,
                         ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
