@@ -23,6 +23,7 @@ from mpqbench.cost import Bits, LayerCost, layer_costs
 from mpqbench.data import Split, Splits, calibration_subset, load_splits
 from mpqbench.errors import MpqbenchError
 from mpqbench.evaluate import EvalResult, evaluate
+from mpqbench.models.zoo import check_model_dataset
 from mpqbench.params_schema import check_params
 from mpqbench.ptq import PtqConfig
 from mpqbench.quant.fold import fold_batchnorm
@@ -181,6 +182,7 @@ def build_context(model_name: str, profile: str, params_file: str | Path = "para
     params = load_params(params_file)
     check_params(params, Path(params_file).resolve().parent)
     typed = Profile.from_params(params, profile)
+    check_model_dataset(model_name, typed.dataset)  # an unknown name, before any file lookup
     seed_everything(typed.seed)
     device = resolve_device(typed.device)
     model, meta = load_fp_model(f"{checkpoint_dir}/{model_name}.pt")

@@ -143,3 +143,30 @@ def bits_heatmaps(runs: list, layer_order: list[str], keys: tuple[str, ...] = ("
             bits.columns = [c.replace(text, "") for c in bits.columns]
         tables[key] = bits
     return bits_tables(tables)
+
+
+def indicator_heatmaps(frame: pd.DataFrame, layer_order: list[str], value: str, title: str,
+                       percent: bool = False, cross_out: str | None = None):
+    """LIMPQ's indicators, weights (left) and activations (right): layers x widths of column
+    ``value`` of ``frame`` (``layer, kind, bits, ...``). ``percent``: a diverging map of 100 x
+    the value (relative change); else log10 colour with the values written. ``cross_out``: a
+    boolean column whose False cells get a red X (widths the repair left out)."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6), sharey=True)
+    for ax, kind in zip(axes, ["weight", "activation"], strict=True):
+        part = frame[frame.kind == kind]
+        rows = [n for n in layer_order if n in set(part.layer)]
+        grid = part.pivot(index="layer", columns="bits", values=value).loc[rows]
+        if percent:
+            sns.heatmap(100 * grid, annot=True, fmt=".1f", center=0, cmap="coolwarm",
+                        cbar=False, ax=ax)
+        else:
+            sns.heatmap(np.log10(grid), annot=grid.map(lambda v: f"{v:.3g}"), fmt="",
+                        cbar=False, cmap="viridis", ax=ax)
+        if cross_out is not None:
+            keep = part.pivot(index="layer", columns="bits", values=cross_out).loc[rows]
+            for i, j in zip(*np.nonzero(~keep.astype(bool).to_numpy()), strict=True):
+                ax.text(j + 0.5, i + 0.5, "X", color="red", ha="center", va="center",
+                        fontsize=16)
+        ax.set_title(f"{kind} {title}")
+    fig.tight_layout()
+    return fig

@@ -30,7 +30,6 @@ runs_dir = "results/runs/limpq-resnet20"
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -45,7 +44,7 @@ from mpqbench.limpq import (
     repair,
     train_indicators,
 )
-from mpqbench.plots import bits_heatmaps
+from mpqbench.plots import bits_heatmaps, indicator_heatmaps
 from mpqbench.results import load_runs
 from mpqbench.verdict import limpq_verdicts
 
@@ -87,14 +86,8 @@ plt.show()
 
 # %%
 movement = trained.movement(searchable)
-fig, axes = plt.subplots(1, 2, figsize=(13, 6), sharey=True)
-for ax, kind in zip(axes, ["weight", "activation"], strict=True):
-    part = movement[movement.kind == kind]
-    grid = part.pivot(index="layer", columns="bits", values="moved").loc[
-        [n for n in searchable if n in set(part.layer)]]
-    sns.heatmap(100 * grid, annot=True, fmt=".1f", center=0, cmap="coolwarm", cbar=False, ax=ax)
-    ax.set_title(f"{kind} indicator: change from init (%)")
-plt.tight_layout()
+indicator_heatmaps(movement, searchable, "moved", "indicator: change from init (%)",
+                   percent=True)
 plt.show()
 moved = movement.groupby("kind")["moved"].apply(lambda m: m.abs().median())
 dead = trained.history.get("dead_steps", {})
@@ -110,18 +103,8 @@ print(f"steps at the clamp during training: {len(dead)}" +
 
 # %%
 frame = repair(indicators(trained.model, searchable))
-fig, axes = plt.subplots(1, 2, figsize=(13, 6), sharey=True)
-for ax, kind in zip(axes, ["weight", "activation"], strict=True):
-    part = frame[frame.kind == kind]
-    grid = part.pivot(index="layer", columns="bits", values="indicator").loc[
-        [n for n in searchable if n in set(part.layer)]]
-    mask = ~part.pivot(index="layer", columns="bits", values="usable").loc[grid.index].astype(bool)
-    sns.heatmap(np.log10(grid), annot=grid.map(lambda v: f"{v:.3g}"), fmt="", cbar=False,
-                cmap="viridis", ax=ax)
-    for (i, j) in zip(*np.nonzero(mask.to_numpy()), strict=True):
-        ax.text(j + 0.5, i + 0.5, "X", color="red", ha="center", va="center", fontsize=16)
-    ax.set_title(f"{kind} indicator (learned step), log10 colour")
-plt.tight_layout()
+indicator_heatmaps(frame, searchable, "indicator", "indicator (learned step), log10 colour",
+                   cross_out="usable")
 plt.show()
 repaired = int((~frame.usable).sum())
 print(f"repaired (unusable) widths: {repaired} of {len(frame)}")

@@ -21,7 +21,7 @@ from mpqbench.comparison import (  # noqa: E402
     run_metrics,
     shared_budgets,
 )
-from mpqbench.plots import accuracy_vs_cost  # noqa: E402
+from mpqbench.plots import accuracy_vs_cost, indicator_heatmaps  # noqa: E402
 from mpqbench.report import write_metrics  # noqa: E402
 from mpqbench.results import RunRecord  # noqa: E402
 
@@ -189,3 +189,13 @@ def test_budgets_read_as_a_reader_says_them():
     assert budget_title({"bitops_g": 1.15138}) == "1.15 G BitOps"
     assert budget_title(None, {"config": "W2A8"}) == "uniform W2A8"
     assert budget_title(None) == ""
+
+
+def test_indicator_heatmaps_cross_out_exactly_the_unusable_widths():
+    frame = pd.DataFrame([
+        {"layer": "a", "kind": k, "bits": b, "indicator": 0.1 * (7 - b), "usable": b != 3}
+        for k in ("weight", "activation") for b in (2, 3, 4)])
+    fig = indicator_heatmaps(frame, ["a"], "indicator", "indicator", cross_out="usable")
+    marks = [[t.get_position() for t in ax.texts if t.get_text() == "X"] for ax in fig.axes
+             if ax.get_title()]
+    assert marks == [[(1.5, 0.5)], [(1.5, 0.5)]]  # the 3-bit column of each kind

@@ -178,3 +178,8 @@ def test_profile_method_cfg_and_qat_name_what_is_missing():
         profile.method_cfg("b")
     with pytest.raises(MpqbenchError, match="profile 'p' has no 'qat'"):
         profile.qat()
+
+
+def test_build_context_names_an_unknown_model_before_looking_for_its_checkpoint(tmp_path):
+    with pytest.raises(MpqbenchError, match="unknown model 'resnet_20'"):
+        build_context("resnet_20", "smoke", checkpoint_dir=tmp_path / "nowhere")
