@@ -194,12 +194,24 @@ PROFILE = Keys({
     "policy_bank": POLICY_BANK,
 }, required=("device", "finetune", "eval"))
 
+# The comparison grid (issue 16): shared budgets by name, and per protocol the budgets it
+# evaluates and its seeds by profile; ``cut`` names, by profile, the allocators left out of a
+# protocol there (the report marks those cells). Allocator names are checked by
+# ``mpqbench.grid`` before any compute (its registry); the cross-references here.
+GRID_CELL = Keys({"budgets": ListOf(str), "seeds": Each(int), "cut": Maybe(Each(ListOf(str)))},
+                 required=("budgets", "seeds"))
+GRID = Keys({"allocators": ListOf(str),
+             "cells": Each(GRID_CELL, Name(_protocol_names, "protocol")),
+             "qat": Each(Keys(QAT_KEYS)),  # per profile: overrides of profiles.<p>.qat
+             "protocol_options": Each(dict, Name(_protocol_names, "protocol"))},
+            required=("allocators", "cells"))
+
 SCHEMA = Keys({
     "profile": str, "dataset": Name(DATASETS.names, "dataset"),
     "models": ListOf(Name(MODELS.names, "model")), "seed": int,
     "data": Keys({"val_size": int}, required=("val_size",)), "imagenet_root": Maybe(str),
     "fix_first_last": bool, "method_cfg": METHOD_CFG, "user_models": Maybe(Each(USER_MODEL)),
-    "profiles": Each(PROFILE),
+    "profiles": Each(PROFILE), "budgets": Each(BUDGET), "grid": GRID,
 }, required=("profile", "dataset", "models", "seed", "data", "profiles"))
 
 
@@ -304,8 +316,44 @@ def check_params(params: dict[str, Any], repo: str | Path = ".") -> None:
     if params["profile"] not in profiles:
         raise MpqbenchError(f"params.yaml: profile: unknown profile {params['profile']!r}; "
                             f"allowed: {', '.join(sorted(profiles))}")
+    _check_grid_names(params)
     tables = (params.get("method_cfg") or {}).get("data_free", {}).get("tables") or {}
     for name in (params.get("method_cfg") or {}).get("data_free", {}).get("allocate") or []:
         if name not in tables:
             raise MpqbenchError(f"params.yaml: method_cfg.data_free.allocate names table "
                                 f"{name!r}; allowed: {', '.join(sorted(tables))}")
+
+
+def _check_grid_names(params: dict[str, Any]) -> None:
+    """Every budget a grid cell names is declared under ``budgets``; every cut allocator is one
+    of ``grid.allocators``; every profile named exists."""
+    grid = params.get("grid")
+    if not grid:
+        return
+    budgets = params.get("budgets") or {}
+    allocators = grid["allocators"]
+    if len(set(allocators)) != len(allocators):
+        raise MpqbenchError(f"params.yaml: grid.allocators lists a name twice: {allocators}")
+    for protocol, cell in grid["cells"].items():
+        where = f"params.yaml: grid.cells.{protocol}"
+        for name in cell["budgets"]:
+            if name not in budgets:
+                raise MpqbenchError(f"{where}.budgets: unknown budget {name!r}; declare it under "
+                                    f"budgets: (declared: {', '.join(sorted(budgets)) or 'none'})")
+        for kind, by_profile in (("seeds", cell["seeds"]), ("cut", cell.get("cut") or {})):
+            for profile in by_profile:
+                if profile not in params["profiles"]:
+                    raise MpqbenchError(f"{where}.{kind}: unknown profile {profile!r}; allowed: "
+                                        f"{', '.join(sorted(params['profiles']))}")
+        for profile, seeds in cell["seeds"].items():
+            if seeds < 1:
+                raise MpqbenchError(f"{where}.seeds.{profile} = {seeds}: at least 1 seed")
+        for profile, names in (cell.get("cut") or {}).items():
+            for name in names:
+                if name not in allocators:
+                    raise MpqbenchError(f"{where}.cut.{profile}: {name!r} is not in "
+                                        f"grid.allocators ({', '.join(allocators)})")
+    for profile in grid.get("qat") or {}:
+        if profile not in params["profiles"]:
+            raise MpqbenchError(f"params.yaml: grid.qat: unknown profile {profile!r}; allowed: "
+                                f"{', '.join(sorted(params['profiles']))}")
