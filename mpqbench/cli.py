@@ -315,6 +315,7 @@ def cmd_notebook(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from mpqbench.conclusions import glance_table, update_block
+    from mpqbench.leaderboard import load_grid, update_readme
     from mpqbench.report import write_summary
     from mpqbench.results import load_runs
 
@@ -323,6 +324,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     if args.readme:
         changed = update_block(args.readme, glance_table(load_runs(args.runs)))
         print(f"{args.readme}: results at a glance {'updated' if changed else 'unchanged'}")
+        changed = update_readme(args.readme, load_grid(args.grid))
+        print(f"{args.readme}: leaderboard {'updated' if changed else 'unchanged'}")
 
 
 def cmd_overlay(args: argparse.Namespace) -> None:
@@ -413,9 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="summarize every RunRecord")
     p.add_argument("--runs", default="results/runs", help="the folder of RunRecords")
     p.add_argument("--out", default="results", help="where summary.csv / .md go")
+    p.add_argument("--grid", default="results/grid", help="the comparison grid's folder")
     p.add_argument("--readme", default=None, metavar="PATH",
-                   help="also rewrite the results-at-a-glance block of this file (README.md) "
-                        "from the records")
+                   help="also rewrite the results-at-a-glance and leaderboard blocks of this "
+                        "file (README.md) from the records")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("policy-bank", formatter_class=fmt,

@@ -106,7 +106,8 @@ def run_frame(runs: list[RunRecord]) -> pd.DataFrame:
         return base.assign(allocator=[], budget=[], budget_title=[], family=[], recipe=[],
                            config=[], seed=[], extra=[], policy=[], **{k: [] for k in TIMING})
     base["allocator"] = [_allocator(r) for r in runs]
-    base["budget"] = [_budget_label(r.budget) for r in runs]
+    # a grid run's budget is its declared name (params.yaml budgets), else a label of its limits
+    base["budget"] = [(r.extra or {}).get("budget_name") or _budget_label(r.budget) for r in runs]
     base["budget_title"] = [budget_title(r.budget, r.extra) for r in runs]
     base["family"] = [budget_family(r.budget, r.extra) for r in runs]
     base["recipe"] = [recipe(r) for r in runs]

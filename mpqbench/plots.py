@@ -170,3 +170,25 @@ def indicator_heatmaps(frame: pd.DataFrame, layer_order: list[str], value: str, 
         ax.set_title(f"{kind} {title}")
     fig.tight_layout()
     return fig
+
+
+def grid_pareto(rows: pd.DataFrame, family: str):
+    """The grid's cells of one budget family: mean top-1 with its 95% interval (error bars)
+    against the policy's cost, one panel a protocol, one colour an allocator."""
+    sub = rows[rows.family == family]
+    x = "bitops_g" if family == "bitops" else "size_mib"
+    protocols = list(dict.fromkeys(sub.protocol))
+    fig, axes = plt.subplots(1, max(len(protocols), 1), figsize=(5 * max(len(protocols), 1), 4),
+                             squeeze=False)
+    palette = dict(zip(sorted(set(rows.allocator)), sns.color_palette("tab10", 10), strict=False))
+    for ax, protocol in zip(axes[0], protocols, strict=False):
+        for allocator, group in sub[sub.protocol == protocol].groupby("allocator"):
+            spread = [group.top1 - group.low, group.high - group.top1]
+            ax.errorbar(group[x], group.top1, yerr=spread, fmt="o", capsize=3, label=allocator,
+                        color=palette[allocator])
+        ax.set_title(protocol)
+        ax.set_xlabel("BitOps (G)" if family == "bitops" else "weight size (MiB)")
+        ax.set_ylabel("test top-1 (%)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -34,6 +34,8 @@ STAGE_ENTRIES: dict[str, list[str]] = {
     "data": ["mpqbench/data/__init__.py"],
     "checkpoint": ["mpqbench/checkpoints.py"],
     "policy_bank": ["mpqbench/policy_bank.py", "mpqbench/context.py"],
+    "allocate": ["mpqbench/grid.py"],   # the comparison grid: python -m mpqbench.grid
+    "evaluate": ["mpqbench/grid.py"],
 }
 RUNNER = "mpqbench/notebook.py"  # every notebook stage runs through it
 

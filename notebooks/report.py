@@ -20,6 +20,7 @@
 
 # %% tags=["parameters"]
 runs_dir = "results/runs"
+grid_dir = "results/grid"
 out_dir = "results"
 benchmarks_dir = "results/benchmarks"
 
@@ -27,6 +28,7 @@ benchmarks_dir = "results/benchmarks"
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pandas as pd
 from IPython.display import display
 
 from mpqbench.comparison import (
@@ -40,7 +42,8 @@ from mpqbench.comparison import (
     shared_budgets,
 )
 from mpqbench.conclusions import write_conclusions, write_glance
-from mpqbench.plots import accuracy_vs_cost, bits_tables
+from mpqbench.leaderboard import grid_frame_rows, load_grid, write_leaderboard
+from mpqbench.plots import accuracy_vs_cost, bits_tables, grid_pareto
 from mpqbench.report import benchmark_tables, write_metrics, write_plot_data, write_summary
 from mpqbench.results import load_runs
 
@@ -53,6 +56,35 @@ figures = Path(out_dir) / "figures"
 figures.mkdir(parents=True, exist_ok=True)
 print(f"{len(runs)} RunRecords; methods: {sorted(set(frame.method)) if len(frame) else []}; "
       f"profiles: {sorted(set(frame.profile)) if len(frame) else []}")
+
+# %% [markdown]
+# ## The leaderboard: every allocator through every protocol at the shared budgets
+# From the comparison grid (`results/grid/`, stages `allocate@` and `evaluate@`): per budget,
+# allocators as rows and protocols as columns, mean top-1 with its 95% interval over seeds,
+# the allocator's own seconds, and paired differences against uniform and the best other
+# allocator. Also written to `results/leaderboard.md` (the README's copy: `python -m mpqbench
+# report --readme README.md`).
+
+# %%
+grid = load_grid(grid_dir)
+print(write_leaderboard(Path(out_dir) / "leaderboard.md", grid))
+
+# %% [markdown]
+# ### The grid's cells against their cost, with intervals, and the bits they chose
+
+# %%
+grid_rows = pd.DataFrame(grid_frame_rows(grid))
+for family in sorted(set(grid_rows.family)) if len(grid_rows) else []:
+    fig = grid_pareto(grid_rows, family)
+    fig.savefig(figures / f"grid-{family}.png", dpi=120, bbox_inches="tight")
+    plt.show()
+grid_runs = run_frame(load_runs(Path(grid_dir) / "runs")) if Path(grid_dir).is_dir() else None
+for budget in grid.budgets if grid_runs is not None and len(grid_runs) else []:
+    fig = bits_tables({key: bits_at_budget(grid_runs, budget, key)
+                       for key in ("w_bits", "a_bits")})
+    fig.suptitle(f"the grid's policies at {budget}: bits per layer", y=1.02)
+    fig.savefig(figures / f"grid-bits-{budget}.png", dpi=120, bbox_inches="tight")
+    plt.show()
 
 # %% [markdown]
 # ## Conclusions: each paper's claim on this setting

@@ -39,7 +39,19 @@ DELETE = object()
 
 CASES = [  # (key path, value, message)
     ("profile", "quikc", "profile: unknown profile 'quikc'; allowed: paper, quick, smoke"),
-    ("seeds", 3, "unknown key 'seeds' .value 3.; allowed keys: data, dataset, fix_first_last"),
+    ("seeds", 3, "unknown key 'seeds' .value 3.; allowed keys: budgets, data, dataset, "
+     "fix_first_last"),
+    ("grid.cells.qat_lsq.budgets", ["W5A5eq"], "grid.cells.qat_lsq.budgets: unknown budget "
+     "'W5A5eq'; declare it under budgets:"),
+    ("grid.cells.ptq-nearest.seeds", {"quik": 3}, "grid.cells.ptq-nearest.seeds: unknown "
+     "profile 'quik'"),
+    ("grid.cells.ptq-nearest.seeds", {"quick": 0}, "seeds.quick = 0: at least 1 seed"),
+    ("grid.cells.qat_saq.cut", {"quick": ["limpqq"]}, "cut.quick: 'limpqq' is not in "
+     "grid.allocators"),
+    ("grid.cells.qat_lsd", {"budgets": [], "seeds": {}}, "grid.cells.qat_lsd: unknown protocol "
+     "'qat_lsd'"),
+    ("grid.allocators", ["uniform", "uniform"], "grid.allocators lists a name twice"),
+    ("budgets.size8x", {"ratio": 8}, "budgets.size8x: unknown key 'ratio'"),
     ("profiles.quick.qat.lr_mn", 0.1,
      "profiles.quick.qat: unknown key 'lr_mn' .value 0.1.; allowed keys: batch_size, "
      "checkpoint_every"),

@@ -163,6 +163,33 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
     report = (repo / "results/report.html").read_text()
     assert "limpq_indicator" in report and "qat_saq" in report and "toy" in report
 
+    # the grid: one allocation per allocator (every shared budget served or marked), one
+    # cell list per (allocator, protocol), its records at the declared budget names, and the
+    # leaderboard with every budget
+    grid = params["grid"]
+    for allocator in grid["allocators"]:
+        doc = json.loads((repo / f"results/grid/allocations/{allocator}-resnet20.json")
+                         .read_text())
+        assert set(doc["budgets"]) == set(params["budgets"]), allocator
+        for protocol, cell in grid["cells"].items():
+            folder = repo / f"results/grid/runs/{allocator}-{protocol}-resnet20"
+            cells = [json.loads(line) for line in (folder / "cells.jsonl").read_text()
+                     .splitlines()]
+            assert {c["budget"] for c in cells} == set(cell["budgets"])
+            cut = allocator in (cell.get("cut") or {}).get("smoke", [])
+            for c in cells:
+                served = doc["budgets"][c["budget"]]["status"] == "ok"
+                expected = "cut" if cut else ("ok" if served else doc["budgets"][c["budget"]][
+                    "status"])
+                assert c["status"] == expected, (allocator, protocol, c)
+                if expected == "ok":
+                    record = json.loads((folder / f"{c['run_id']}.json").read_text())
+                    assert record["extra"]["budget_name"] == c["budget"]
+                    assert record["protocol"] == protocol
+    leaderboard = (repo / "results/leaderboard.md").read_text()
+    assert all(f"### {name}" in leaderboard for name in params["budgets"])
+    assert (repo / "results/figures/grid-size.png").stat().st_size > 10_000
+
     second = _run(["dvc", "repro"], repo, env)
     assert "Data and pipelines are up to date" in second
 

@@ -1,0 +1,264 @@
+"""The comparison grid's leaderboard (issue 16), from its records and cell lists alone.
+
+For each shared budget: allocators as rows, protocols as columns, each cell the mean top-1
+(%) over its seeds with a 95% interval, the best of each column in bold, and the allocator's
+own cost (seconds) beside it. Cells that hold no run say why (``cut`` on this profile,
+``cannot serve`` a BitOps budget with a weight-only metric, ``infeasible``). Then, per cell,
+the paired difference against uniform and against the best other allocator of the same
+column: a paired bootstrap over seeds and test images (``intervals.paired_bootstrap``, the
+same seed on both sides), marked distinguishable when its interval excludes 0.
+
+Records of one cell must share one configuration (``comparison.config_key``): two settings
+are never averaged; a cell that mixes them is an error naming the runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mpqbench.comparison import config_key
+from mpqbench.errors import MpqbenchError
+from mpqbench.intervals import Interval, paired_bootstrap, sampling_interval, seed_interval
+from mpqbench.results import RunRecord, decode_correct, load_runs
+
+LEADERBOARD_START, LEADERBOARD_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
+MARKS = {"cut": "cut", "cannot serve": "n/a (weight-only)", "infeasible": "infeasible"}
+
+
+@dataclass
+class Cell:
+    """One (budget, allocator, protocol): its records by seed, or why it has none."""
+
+    budget: str
+    allocator: str
+    protocol: str
+    runs: dict[int, RunRecord] = field(default_factory=dict)
+    status: str = "ok"
+    reason: str = ""
+
+    @property
+    def top1(self) -> list[float]:
+        return [self.runs[s].accuracy["top1"] for s in sorted(self.runs)]
+
+    def interval(self) -> Interval | None:
+        """Mean top-1 with Student's t over seeds (2 or more), else the test-sampling
+        interval of the one run."""
+        if not self.runs:
+            return None
+        if len(self.runs) >= 2:
+            return seed_interval(self.top1)
+        (run,) = self.runs.values()
+        return sampling_interval(run.accuracy["top1"], int(run.accuracy.get("images", 0)))
+
+    def correct(self, seeds: list[int]) -> np.ndarray | None:
+        """(seeds, images) per-image hits at ``seeds``, or None when a run lacks them."""
+        rows = []
+        for seed in seeds:
+            stored = self.runs[seed].extra.get("test_correct")
+            if not stored:
+                return None
+            rows.append(decode_correct(stored))
+        return np.stack(rows)
+
+
+def paired_difference(a: Cell, b: Cell) -> Interval | None:
+    """top-1(a) - top-1(b) over the seeds both ran, paired by seed and test image."""
+    seeds = sorted(set(a.runs) & set(b.runs))
+    if not seeds:
+        return None
+    ca, cb = a.correct(seeds), b.correct(seeds)
+    if ca is None or cb is None or ca.shape != cb.shape:
+        return None
+    return paired_bootstrap(ca, cb)
+
+
+@dataclass
+class Grid:
+    """Every cell of the grid, the allocators' seconds, and the orders to show them in."""
+
+    cells: dict[tuple[str, str, str], Cell]
+    allocator_seconds: dict[str, float]
+    budgets: list[str]
+    allocators: list[str]
+    protocols: list[str]
+    budget_kinds: dict[str, str]
+
+    def cell(self, budget: str, allocator: str, protocol: str) -> Cell | None:
+        return self.cells.get((budget, allocator, protocol))
+
+
+def load_grid(root: str | Path = "results/grid") -> Grid:
+    """The records and ``cells.jsonl`` of every ``runs/<allocator>-<protocol>-<model>`` folder
+    and the allocations' seconds under ``root``."""
+    root = Path(root)
+    cells: dict[tuple[str, str, str], Cell] = {}
+    for listing in sorted(root.glob("runs/*/cells.jsonl")):
+        records = {r.run_id: r for r in load_runs(listing.parent)}
+        for entry in map(json.loads, listing.read_text().splitlines()):
+            key = (entry["budget"], entry["allocator"], entry["protocol"])
+            cell = cells.setdefault(key, Cell(*key))
+            if entry["status"] != "ok":
+                cell.status, cell.reason = entry["status"], entry.get("reason", "")
+                continue
+            if entry["run_id"] not in records:
+                raise MpqbenchError(f"{listing} lists run {entry['run_id']} but its record is "
+                                    "missing; re-run that evaluate stage")
+            cell.runs[int(entry["seed"])] = records[entry["run_id"]]
+    for cell in cells.values():
+        keys = {config_key(r) for r in cell.runs.values()}
+        if len(keys) > 1:
+            raise MpqbenchError(f"grid cell {cell.budget} / {cell.allocator} / {cell.protocol} "
+                                f"mixes {len(keys)} configurations (runs "
+                                f"{sorted(r.run_id for r in cell.runs.values())}); re-run its "
+                                "evaluate stage so that only seeds differ")
+    seconds, kinds, budgets, allocators = {}, {}, [], []
+    for path in sorted(root.glob("allocations/*.json")):
+        doc = json.loads(path.read_text())
+        seconds[doc["allocator"]] = float(doc["seconds"])
+        allocators.append(doc["allocator"])
+        for name, entry in doc["budgets"].items():
+            kinds[name] = "bitops" if any(k.startswith("bitops") for k in entry["budget"]) \
+                else "size"
+            if name not in budgets:
+                budgets.append(name)
+    protocols = list(dict.fromkeys(key[2] for key in cells))
+    return Grid(cells, seconds, budgets, allocators, protocols, kinds)
+
+
+def _order(names: list[str], preferred: list[str] | None) -> list[str]:
+    if not preferred:
+        return names
+    return [n for n in preferred if n in names] + [n for n in names if n not in preferred]
+
+
+def _cell_text(cell: Cell | None, best: bool) -> str:
+    if cell is None:
+        return "not run"
+    if not cell.runs:
+        return MARKS.get(cell.status, cell.status)
+    iv = cell.interval()
+    text = f"{iv.estimate:.2f} ± {iv.half_width:.2f} ({len(cell.runs)})"
+    return f"**{text}**" if best else text
+
+
+def _diff_text(iv: Interval | None) -> str:
+    if iv is None:
+        return "–"
+    mark = "yes" if iv.excludes_zero() else "no"
+    return f"{iv.estimate:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}] {mark}"
+
+
+def budget_tables(grid: Grid, budget: str, allocators: list[str], protocols: list[str]
+                  ) -> list[str]:
+    """The Markdown of one budget: the top-1 table, then the paired differences."""
+    best: dict[str, str | None] = {}
+    for protocol in protocols:
+        ran = [(grid.cell(budget, a, protocol), a) for a in allocators]
+        ran = [(c.interval().estimate, a) for c, a in ran if c is not None and c.runs]
+        best[protocol] = max(ran)[1] if ran else None
+    lines = ["| allocator | allocator s | " + " | ".join(protocols) + " |",
+             "|---|---:|" + "---|" * len(protocols)]
+    for a in allocators:
+        cells = [_cell_text(grid.cell(budget, a, p), best[p] == a) for p in protocols]
+        seconds = grid.allocator_seconds.get(a)
+        lines.append(f"| {a} | {'' if seconds is None else f'{seconds:.0f}'} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "Paired differences (points, 95% interval, distinguishable from noise?): "
+              "against uniform, and against the best other allocator of the column.", "",
+              "| allocator | protocol | vs uniform | vs best other |", "|---|---|---|---|"]
+    for p in protocols:
+        for a in allocators:
+            cell = grid.cell(budget, a, p)
+            if cell is None or not cell.runs:
+                continue
+            uniform = grid.cell(budget, "uniform", p)
+            others = [(grid.cell(budget, o, p), o) for o in allocators if o != a]
+            others = [(c.interval().estimate, o, c) for c, o in others if c is not None and c.runs]
+            vs_uniform = (paired_difference(cell, uniform)
+                          if a != "uniform" and uniform is not None and uniform.runs else None)
+            vs_best = paired_difference(cell, max(others, key=lambda t: t[0])[2]) \
+                if others else None
+            best_name = f" ({max(others, key=lambda t: t[0])[1]})" if others else ""
+            lines.append(f"| {a} | {p} | {_diff_text(vs_uniform)} | "
+                         f"{_diff_text(vs_best)}{best_name} |")
+    return lines
+
+
+SHOWN_FIRST = ["uniform", "random"]  # the baselines, then the allocators by name
+PROTOCOL_ORDER = ["ptq-nearest", "ptq-adaround", "qat_lsq", "qat_saq"]
+
+
+def leaderboard_markdown(grid: Grid, allocators: list[str] | None = None,
+                         protocols: list[str] | None = None) -> str:
+    """The leaderboard: one section per budget family (size, then BitOps), one table pair per
+    budget. ``allocators`` / ``protocols``: the order to show (default: the baselines first,
+    PTQ before QAT)."""
+    allocators = _order(sorted(grid.allocators), allocators or SHOWN_FIRST)
+    protocols = _order(grid.protocols, protocols or PROTOCOL_ORDER)
+    if not grid.cells:
+        return "The grid has no cells yet: run `dvc repro evaluate`.\n"
+    lines = ["Each cell: mean test top-1 (%) ± the half-width of its 95% interval (seeds run): "
+             "Student's t over seeds where there are 2 or more, else the test-sampling interval "
+             "of the one run. Bold: the best of the column. `cut`: left out on this profile "
+             "(params.yaml grid.cells.<protocol>.cut); `n/a (weight-only)`: a weight-only metric "
+             "cannot serve a BitOps budget; `infeasible`: no policy of the allocator's widths "
+             "meets the budget; `not run`: no evaluate stage for it. `allocator s`: the "
+             "allocator's own seconds, once per model, shared by its budgets.", ""]
+    for family, title in (("size", "Weight-size budgets (activations at 8 bits)"),
+                          ("bitops", "BitOps budgets (weights and activations searched)")):
+        names = [b for b in grid.budgets if grid.budget_kinds.get(b) == family]
+        if not names:
+            continue
+        lines += [f"## {title}", ""]
+        for budget in names:
+            shown = [p for p in protocols if any(grid.cell(budget, a, p) is not None
+                                                 for a in allocators)]
+            if not shown:
+                continue
+            lines += [f"### {budget}", ""] + budget_tables(grid, budget, allocators, shown) + [""]
+    return "\n".join(lines) + "\n"
+
+
+def grid_frame_rows(grid: Grid) -> list[dict[str, Any]]:
+    """One row per cell with runs: budget, allocator, protocol, seeds, mean, low, high."""
+    rows = []
+    for (budget, allocator, protocol), cell in sorted(grid.cells.items()):
+        iv = cell.interval()
+        if iv is None:
+            continue
+        costs = [run.cost for run in cell.runs.values()]
+        rows.append({"budget": budget, "family": grid.budget_kinds.get(budget, "size"),
+                     "allocator": allocator, "protocol": protocol, "seeds": len(cell.runs),
+                     "top1": iv.estimate, "low": iv.low, "high": iv.high, "interval": iv.kind,
+                     "size_mib": costs[0]["size_mib"], "bitops_g": costs[0]["bitops_g"]})
+    return rows
+
+
+def write_leaderboard(path: str | Path, grid: Grid, allocators: list[str] | None = None,
+                      protocols: list[str] | None = None) -> str:
+    """``leaderboard_markdown`` under a title, to ``path`` (``results/leaderboard.md``)."""
+    text = "# Leaderboard: every allocator through every protocol at the shared budgets\n\n" \
+        + leaderboard_markdown(grid, allocators, protocols)
+    Path(path).write_text(text)
+    return text
+
+
+def update_readme(path: str | Path, grid: Grid) -> bool:
+    """Replace the leaderboard block of ``path`` (README.md) with the leaderboard; True when
+    the file changed. A file without both markers is an error naming them."""
+    path = Path(path)
+    old = path.read_text()
+    if LEADERBOARD_START not in old or LEADERBOARD_END not in old:
+        raise MpqbenchError(f"{path} has no {LEADERBOARD_START} ... {LEADERBOARD_END} block")
+    head, rest = old.split(LEADERBOARD_START, 1)
+    _, tail = rest.split(LEADERBOARD_END, 1)
+    body = leaderboard_markdown(grid).replace("\n## ", "\n#### ").replace("\n### ", "\n##### ")
+    new = f"{head}{LEADERBOARD_START}\n{body}{LEADERBOARD_END}{tail}"
+    if new != old:
+        path.write_text(new)
+    return new != old
