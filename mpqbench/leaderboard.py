@@ -221,7 +221,74 @@ def leaderboard_markdown(grid: Grid, allocators: list[str] | None = None,
             if not shown:
                 continue
             lines += [f"### {budget}", ""] + budget_tables(grid, budget, allocators, shown) + [""]
+    lines += ["## Each paper's claim on the grid", "",
+              "The paired difference (a paired bootstrap over seeds and test images) of the "
+              "claim's side minus its baseline in the same cell; `reproduced` / `not "
+              "reproduced` only when its 95% interval lies above / below zero.", "",
+              *grid_verdicts(grid), ""]
     return "\n".join(lines) + "\n"
+
+
+# (claim, allocator, baseline allocator, protocols, budget kind, protocol baseline): each
+# paper's claim as pairs of grid cells; SAQ compares protocols on one allocator's policies
+CLAIMS = [
+    ("first-order sensitivity (Chauhan et al. 2023) beats the Hessian trace", "first_order",
+     "hessian_trace", ["ptq-nearest", "ptq-adaround"], "size"),
+    ("first-order sensitivity (Chauhan et al. 2023) beats the Fisher trace (FIT)",
+     "first_order", "fisher_fit", ["ptq-nearest", "ptq-adaround"], "size"),
+    ("task loss on labeled synthetic data (Lee et al. 2021) beats ZeroQ", "task_loss",
+     "zeroq_kl", ["ptq-nearest", "ptq-adaround"], "size"),
+    ("LIMPQ's policy beats uniform at the same BitOps", "limpq", "uniform",
+     ["qat_lsq", "qat_saq"], "bitops"),
+]
+SAQ_CLAIM = "SAQ (qat_saq) beats plain QAT (qat_lsq) on the same policy"
+
+
+def _outcome(iv: Interval) -> str:
+    if iv.low > 0:
+        return "reproduced"
+    if iv.high < 0:
+        return "not reproduced"
+    return "inconclusive"
+
+
+def _verdict_line(claim: str, where: str, iv: Interval | None, seeds: int) -> str | None:
+    if iv is None:
+        return None
+    return (f"| {claim} | {where} | {seeds} | {iv.estimate:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]"
+            f" | {_outcome(iv)} |")
+
+
+def grid_verdicts(grid: Grid) -> list[str]:
+    """Each paper's claim judged on the grid's cells: a Markdown table, one row per budget
+    and protocol where both sides ran; reproduced / not reproduced only when the paired
+    interval excludes 0."""
+    rows = []
+    for claim, allocator, baseline, protocols, kind in CLAIMS:
+        for budget in grid.budgets:
+            if grid.budget_kinds.get(budget) != kind:
+                continue
+            for protocol in protocols:
+                a, b = grid.cell(budget, allocator, protocol), grid.cell(budget, baseline,
+                                                                          protocol)
+                if a is None or b is None or not a.runs or not b.runs:
+                    continue
+                line = _verdict_line(claim, f"{budget}, {protocol}", paired_difference(a, b),
+                                     len(set(a.runs) & set(b.runs)))
+                rows += [line] if line else []
+    for (budget, allocator, protocol), cell in sorted(grid.cells.items()):
+        if protocol != "qat_saq" or not cell.runs:
+            continue
+        plain = grid.cell(budget, allocator, "qat_lsq")
+        if plain is None or not plain.runs:
+            continue
+        line = _verdict_line(SAQ_CLAIM, f"{budget}, {allocator}'s policy",
+                             paired_difference(cell, plain), len(set(cell.runs) & set(plain.runs)))
+        rows += [line] if line else []
+    if not rows:
+        return ["No claim has both of its sides in the grid yet."]
+    return ["| claim | where | seeds | difference (points, 95% interval) | verdict |",
+            "|---|---|---:|---|---|", *rows]
 
 
 def grid_frame_rows(grid: Grid) -> list[dict[str, Any]]:

@@ -32,6 +32,8 @@ from mpqbench.grid import (
 from mpqbench.intervals import t_975
 from mpqbench.leaderboard import (
     Cell,
+    Grid,
+    grid_verdicts,
     load_grid,
     paired_difference,
     update_readme,
@@ -374,3 +376,36 @@ def test_the_shipped_grid_names_registered_allocators_and_every_protocol_it_eval
     matrix = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["evaluate"]["matrix"]
     assert set(matrix["protocol"]) == set(params["grid"]["cells"])
     assert matrix["allocator"] == "${grid.allocators}"
+
+
+def _cell(budget, allocator, protocol, hits_by_seed):
+    return Cell(budget, allocator, protocol, {
+        s: _Run(f"{allocator}-{protocol}-{s}", 100 * np.mean(h), h)
+        for s, h in hits_by_seed.items()})
+
+
+def test_each_claim_is_judged_on_paired_cells():
+    rng = np.random.default_rng(1)
+    base = {s: rng.random(500) < 0.7 for s in (0, 1, 2)}
+    better = {s: h | (np.arange(500) < 100) for s, h in base.items()}  # ~+6 points
+    worse = {s: h & (np.arange(500) >= 100) for s, h in base.items()}  # ~-14 points
+    cells = [_cell("size8x", "first_order", "ptq-nearest", better),
+             _cell("size8x", "hessian_trace", "ptq-nearest", base),
+             _cell("size8x", "fisher_fit", "ptq-nearest", base),
+             _cell("W4A4eq", "limpq", "qat_lsq", worse),
+             _cell("W4A4eq", "uniform", "qat_lsq", base),
+             _cell("W4A4eq", "limpq", "qat_saq", worse)]
+    grid = Grid({(c.budget, c.allocator, c.protocol): c for c in cells}, {},
+                ["size8x", "W4A4eq"], ["first_order", "hessian_trace", "fisher_fit", "limpq",
+                                       "uniform"], ["ptq-nearest", "qat_lsq", "qat_saq"],
+                {"size8x": "size", "W4A4eq": "bitops"})
+    rows = {line.split(" | ")[0].lstrip("| ") + " @ " + line.split(" | ")[1]: line
+            for line in grid_verdicts(grid)[2:]}
+    assert rows["first-order sensitivity (Chauhan et al. 2023) beats the Hessian trace @ "
+                "size8x, ptq-nearest"].endswith("| reproduced |")
+    assert rows["LIMPQ's policy beats uniform at the same BitOps @ W4A4eq, "
+                "qat_lsq"].endswith("| not reproduced |")
+    saq = rows["SAQ (qat_saq) beats plain QAT (qat_lsq) on the same policy @ W4A4eq, limpq's "
+               "policy"]
+    assert "+0.00 [+0.00, +0.00]" in saq and saq.endswith("| inconclusive |")
+    assert len(rows) == 4  # no row without both sides (no task_loss or zeroq_kl cells)
