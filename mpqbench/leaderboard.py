@@ -153,9 +153,10 @@ def _diff_text(iv: Interval | None) -> str:
     return f"{iv.estimate:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}] {mark}"
 
 
-def budget_tables(grid: Grid, budget: str, allocators: list[str], protocols: list[str]
-                  ) -> list[str]:
-    """The Markdown of one budget: the top-1 table, then the paired differences."""
+def budget_tables(grid: Grid, budget: str, allocators: list[str], protocols: list[str],
+                  differences: bool = True) -> list[str]:
+    """The Markdown of one budget: the top-1 table, then (``differences``) the paired
+    differences."""
     best: dict[str, str | None] = {}
     for protocol in protocols:
         ran = [(grid.cell(budget, a, protocol), a) for a in allocators]
@@ -168,6 +169,8 @@ def budget_tables(grid: Grid, budget: str, allocators: list[str], protocols: lis
         seconds = grid.allocator_seconds.get(a)
         lines.append(f"| {a} | {'' if seconds is None else f'{seconds:.0f}'} | "
                      + " | ".join(cells) + " |")
+    if not differences:
+        return lines
     lines += ["", "Paired differences (points, 95% interval, distinguishable from noise?): "
               "against uniform, and against the best other allocator of the column.", "",
               "| allocator | protocol | vs uniform | vs best other |", "|---|---|---|---|"]
@@ -194,10 +197,10 @@ PROTOCOL_ORDER = ["ptq-nearest", "ptq-adaround", "qat_lsq", "qat_saq"]
 
 
 def leaderboard_markdown(grid: Grid, allocators: list[str] | None = None,
-                         protocols: list[str] | None = None) -> str:
+                         protocols: list[str] | None = None, differences: bool = True) -> str:
     """The leaderboard: one section per budget family (size, then BitOps), one table pair per
-    budget. ``allocators`` / ``protocols``: the order to show (default: the baselines first,
-    PTQ before QAT)."""
+    budget (``differences=False``: the top-1 tables only). ``allocators`` / ``protocols``: the
+    order to show (default: the baselines first, PTQ before QAT)."""
     allocators = _order(sorted(grid.allocators), allocators or SHOWN_FIRST)
     protocols = _order(grid.protocols, protocols or PROTOCOL_ORDER)
     if not grid.cells:
@@ -220,7 +223,8 @@ def leaderboard_markdown(grid: Grid, allocators: list[str] | None = None,
                                                  for a in allocators)]
             if not shown:
                 continue
-            lines += [f"### {budget}", ""] + budget_tables(grid, budget, allocators, shown) + [""]
+            lines += [f"### {budget}", ""] + budget_tables(grid, budget, allocators, shown,
+                                                           differences) + [""]
     lines += ["## Each paper's claim on the grid", "",
               "The paired difference (a paired bootstrap over seeds and test images) of the "
               "claim's side minus its baseline in the same cell; `reproduced` / `not "
@@ -316,7 +320,8 @@ def write_leaderboard(path: str | Path, grid: Grid, allocators: list[str] | None
 
 
 def update_readme(path: str | Path, grid: Grid) -> bool:
-    """Replace the leaderboard block of ``path`` (README.md) with the leaderboard; True when
+    """Replace the leaderboard block of ``path`` (README.md) with the leaderboard's top-1
+    tables and verdicts (the paired differences stay in ``results/leaderboard.md``); True when
     the file changed. A file without both markers is an error naming them."""
     path = Path(path)
     old = path.read_text()
@@ -324,7 +329,8 @@ def update_readme(path: str | Path, grid: Grid) -> bool:
         raise MpqbenchError(f"{path} has no {LEADERBOARD_START} ... {LEADERBOARD_END} block")
     head, rest = old.split(LEADERBOARD_START, 1)
     _, tail = rest.split(LEADERBOARD_END, 1)
-    body = leaderboard_markdown(grid).replace("\n## ", "\n#### ").replace("\n### ", "\n##### ")
+    body = leaderboard_markdown(grid, differences=False)
+    body = body.replace("\n## ", "\n#### ").replace("\n### ", "\n##### ")  # README's level
     new = f"{head}{LEADERBOARD_START}\n{body}{LEADERBOARD_END}{tail}"
     if new != old:
         path.write_text(new)
