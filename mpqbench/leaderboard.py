@@ -153,10 +153,9 @@ def _diff_text(iv: Interval | None) -> str:
     return f"{iv.estimate:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}] {mark}"
 
 
-def budget_tables(grid: Grid, budget: str, allocators: list[str], protocols: list[str],
-                  differences: bool = True) -> list[str]:
-    """The Markdown of one budget: the top-1 table, then (``differences``) the paired
-    differences."""
+def budget_tables(grid: Grid, budget: str, allocators: list[str], protocols: list[str]
+                  ) -> list[str]:
+    """The Markdown of one budget: the top-1 table, then the paired differences."""
     best: dict[str, str | None] = {}
     for protocol in protocols:
         ran = [(grid.cell(budget, a, protocol), a) for a in allocators]
@@ -169,8 +168,6 @@ def budget_tables(grid: Grid, budget: str, allocators: list[str], protocols: lis
         seconds = grid.allocator_seconds.get(a)
         lines.append(f"| {a} | {'' if seconds is None else f'{seconds:.0f}'} | "
                      + " | ".join(cells) + " |")
-    if not differences:
-        return lines
     lines += ["", "Paired differences (points, 95% interval, distinguishable from noise?): "
               "against uniform, and against the best other allocator of the column.", "",
               "| allocator | protocol | vs uniform | vs best other |", "|---|---|---|---|"]
@@ -197,10 +194,10 @@ PROTOCOL_ORDER = ["ptq-nearest", "ptq-adaround", "qat_lsq", "qat_saq"]
 
 
 def leaderboard_markdown(grid: Grid, allocators: list[str] | None = None,
-                         protocols: list[str] | None = None, differences: bool = True) -> str:
+                         protocols: list[str] | None = None) -> str:
     """The leaderboard: one section per budget family (size, then BitOps), one table pair per
-    budget (``differences=False``: the top-1 tables only). ``allocators`` / ``protocols``: the
-    order to show (default: the baselines first, PTQ before QAT)."""
+    budget. ``allocators`` / ``protocols``: the order to show (default: the baselines first,
+    PTQ before QAT)."""
     allocators = _order(sorted(grid.allocators), allocators or SHOWN_FIRST)
     protocols = _order(grid.protocols, protocols or PROTOCOL_ORDER)
     if not grid.cells:
@@ -223,8 +220,7 @@ def leaderboard_markdown(grid: Grid, allocators: list[str] | None = None,
                                                  for a in allocators)]
             if not shown:
                 continue
-            lines += [f"### {budget}", ""] + budget_tables(grid, budget, allocators, shown,
-                                                           differences) + [""]
+            lines += [f"### {budget}", ""] + budget_tables(grid, budget, allocators, shown) + [""]
     lines += ["## Each paper's claim on the grid", "",
               "The paired difference (a paired bootstrap over seeds and test images) of the "
               "claim's side minus its baseline in the same cell; `reproduced` / `not "
@@ -319,18 +315,55 @@ def write_leaderboard(path: str | Path, grid: Grid, allocators: list[str] | None
     return text
 
 
+SHORT_MARKS = {"cut": "cut", "cannot serve": "n/a", "infeasible": "infeasible"}
+
+
+def compact_table(grid: Grid) -> str:
+    """One table for the README: allocators as rows, every (budget, protocol) with a run as a
+    column, each cell the mean top-1 and the half-width of its 95% interval, the best of each
+    column in bold; ``n/a``: cannot serve (weight-only at BitOps), ``cut``: not run on this
+    profile, ``infeasible``."""
+    allocators = _order(sorted(grid.allocators), SHOWN_FIRST)
+    protocols = _order(grid.protocols, PROTOCOL_ORDER)
+    columns = [(b, p) for kind in ("size", "bitops") for b in grid.budgets
+               if grid.budget_kinds.get(b) == kind for p in protocols
+               if any((c := grid.cell(b, a, p)) is not None and c.runs for a in allocators)]
+    if not columns:
+        return "The grid has no cells yet: run `dvc repro evaluate`.\n"
+    best = {}
+    for b, p in columns:
+        ran = [(c.interval().estimate, a) for a in allocators
+               if (c := grid.cell(b, a, p)) is not None and c.runs]
+        best[(b, p)] = max(ran)[1]
+    lines = ["| allocator | " + " | ".join(f"{b} {p}" for b, p in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for a in allocators:
+        cells = []
+        for b, p in columns:
+            cell = grid.cell(b, a, p)
+            if cell is None:
+                cells.append("")
+            elif not cell.runs:
+                cells.append(SHORT_MARKS.get(cell.status, cell.status))
+            else:
+                iv = cell.interval()
+                text = f"{iv.estimate:.2f} ± {iv.half_width:.2f}"
+                cells.append(f"**{text}**" if best[(b, p)] == a else text)
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def update_readme(path: str | Path, grid: Grid) -> bool:
-    """Replace the leaderboard block of ``path`` (README.md) with the leaderboard's top-1
-    tables and verdicts (the paired differences stay in ``results/leaderboard.md``); True when
-    the file changed. A file without both markers is an error naming them."""
+    """Replace the leaderboard block of ``path`` (README.md) with ``compact_table`` (the
+    tables by budget, paired differences and verdicts are in ``results/leaderboard.md``); True
+    when the file changed. A file without both markers is an error naming them."""
     path = Path(path)
     old = path.read_text()
     if LEADERBOARD_START not in old or LEADERBOARD_END not in old:
         raise MpqbenchError(f"{path} has no {LEADERBOARD_START} ... {LEADERBOARD_END} block")
     head, rest = old.split(LEADERBOARD_START, 1)
     _, tail = rest.split(LEADERBOARD_END, 1)
-    body = leaderboard_markdown(grid, differences=False)
-    body = body.replace("\n## ", "\n#### ").replace("\n### ", "\n##### ")  # README's level
+    body = compact_table(grid)
     new = f"{head}{LEADERBOARD_START}\n{body}{LEADERBOARD_END}{tail}"
     if new != old:
         path.write_text(new)
