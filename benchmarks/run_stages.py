@@ -24,6 +24,7 @@ from datetime import date
 from pathlib import Path
 
 from mpqbench.results import cpu_description
+from mpqbench.scale_out import GRID_PREFIXES, stage_graph
 
 OUT = Path("results/stage_times.json")  # outside results/benchmarks, a dep of the report
 PROBE = ("import resource, subprocess, sys\n"
@@ -61,15 +62,23 @@ def run(stages: list[str], note: str | None) -> int:
 
 
 def table() -> str:
+    """The stages of the current dvc.yaml that have a measured time (entries of stages that
+    no longer exist are left out), their total, and the grid's share of it."""
     data = load()
+    current = stage_graph()
     rows = ["| stage | seconds | peak memory (MiB) |", "| --- | --- | --- |"]
-    total = 0.0
+    total = grid = 0.0
     for stage, entry in data["stages"].items():
+        if stage not in current:
+            continue
         total += entry["seconds"]
+        grid += entry["seconds"] if stage.startswith(GRID_PREFIXES) else 0.0
         peak = entry.get("peak_rss_mib")
         rows.append(f"| `{stage}` | {entry['seconds']:,.0f} | "
                     f"{'not recorded' if peak is None else f'{peak:,}'} |")
     rows.append(f"| all of the above | {total:,.0f} ({total / 60:.0f} min) | |")
+    rows.append(f"| of which the grid (`allocate@`, `evaluate@`) | {grid:,.0f} "
+                f"({grid / 60:.0f} min) | |")
     head = (f"Measured on {data.get('date')}: {data.get('cpu')}, {data.get('cores')} cores"
             + (f"; {data['note']}" if data.get("note") else "") + ".")
     return head + "\n\n" + "\n".join(rows)

@@ -20,6 +20,7 @@ here (the decoded dataset, before ``dvc repro data``) are listed apart, not as s
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import subprocess
 import sys
@@ -118,6 +119,12 @@ def _declared_stages(root: Path) -> set[str]:
     params = load_yaml((root / "params.yaml").read_text())
     names = set()
     for name, body in stages.items():
+        if "matrix" in body:  # DVC names each combination name@v1-v2-... in the keys' order
+            axes = [_lookup(params, v.strip("${} ")) if isinstance(v, str) else v
+                    for v in body["matrix"].values()]
+            names.update(f"{name}@" + "-".join(map(str, combo))
+                         for combo in itertools.product(*axes))
+            continue
         if "foreach" not in body:
             names.add(name)
             continue
@@ -136,7 +143,13 @@ def check(root: str | Path = ".") -> ResultsCheck:
     tracked = _tracked(root)
     result = ResultsCheck(stages=len(lock))
     locked_outs: dict[str, str] = {}  # out path -> the stage that wrote it
+    declared = _declared_stages(root)
+    for name in sorted(set(lock) - declared):
+        result.inconsistent.append(f"{name} is in dvc.lock but no longer in dvc.yaml: delete "
+                                   "its entry from dvc.lock (DVC leaves it there)")
     for name, stage in lock.items():
+        if name not in declared:
+            continue
         for dep in stage.get("deps", []):
             path = root / dep["path"]
             if not path.exists():
@@ -161,10 +174,11 @@ def check(root: str | Path = ".") -> ResultsCheck:
                     f"{out['path']} ({name}) does not have the hash dvc.lock records: it was "
                     f"changed by hand or by a run whose dvc.lock was not committed; re-run "
                     f"`dvc repro -s {name}` and commit its outputs with dvc.lock")
-    for name in sorted(_declared_stages(root) - set(lock)):
+    for name in sorted(declared - set(lock)):
         result.stale.setdefault(name, []).append("never run (not in dvc.lock)")
-    runs = root / "results" / "runs"
-    if runs.is_dir():
+    for runs in (root / "results" / "runs", root / "results" / "grid" / "runs"):
+        if not runs.is_dir():
+            continue
         for folder in sorted(p for p in runs.iterdir() if p.is_dir()):
             rel = folder.relative_to(root).as_posix()
             if rel not in locked_outs:

@@ -87,6 +87,7 @@ class Grid:
     allocators: list[str]
     protocols: list[str]
     budget_kinds: dict[str, str]
+    uniform_configs: dict[str, str] = field(default_factory=dict)
 
     def cell(self, budget: str, allocator: str, protocol: str) -> Cell | None:
         return self.cells.get((budget, allocator, protocol))
@@ -116,7 +117,7 @@ def load_grid(root: str | Path = "results/grid") -> Grid:
                                 f"mixes {len(keys)} configurations (runs "
                                 f"{sorted(r.run_id for r in cell.runs.values())}); re-run its "
                                 "evaluate stage so that only seeds differ")
-    seconds, kinds, budgets, allocators = {}, {}, [], []
+    seconds, kinds, tightness, allocators, uniform = {}, {}, {}, [], {}
     for path in sorted(root.glob("allocations/*.json")):
         doc = json.loads(path.read_text())
         seconds[doc["allocator"]] = float(doc["seconds"])
@@ -124,10 +125,33 @@ def load_grid(root: str | Path = "results/grid") -> Grid:
         for name, entry in doc["budgets"].items():
             kinds[name] = "bitops" if any(k.startswith("bitops") for k in entry["budget"]) \
                 else "size"
-            if name not in budgets:
-                budgets.append(name)
+            tightness[name] = _tightness(entry["budget"])
+            if doc["allocator"] == "uniform" and entry["status"] == "ok":
+                uniform[name] = entry["allocation"]["extra"].get("config", "")
+    budgets = sorted(tightness, key=lambda name: (kinds[name] == "bitops", tightness[name]))
     protocols = list(dict.fromkeys(key[2] for key in cells))
-    return Grid(cells, seconds, budgets, allocators, protocols, kinds)
+    return Grid(cells, seconds, budgets, allocators, protocols, kinds, uniform)
+
+
+def _tightness(budget: dict[str, Any]) -> float:
+    """Orders budgets loosest first: a larger compression ratio or size bound, or fewer
+    equivalent bits, is tighter."""
+    if "compression_ratio" in budget:
+        return float(budget["compression_ratio"])
+    if "bitops_equiv" in budget:
+        w, a = budget["bitops_equiv"]
+        return -float(w * a)
+    return -float(next(iter(budget.values())))
+
+
+def uniform_note(grid: Grid) -> str:
+    """Which uniform width the ``uniform`` row holds at each budget."""
+    if not grid.uniform_configs:
+        return ""
+    parts = [f"{name} {grid.uniform_configs[name]}" for name in grid.budgets
+             if name in grid.uniform_configs]
+    return ("`uniform` is the widest uniform width within each budget (first and last layers "
+            "at W8A8 count in the budget): " + ", ".join(parts) + ".\n")
 
 
 def _order(names: list[str], preferred: list[str] | None) -> list[str]:
@@ -156,15 +180,15 @@ def _diff_text(iv: Interval | None) -> str:
 def budget_tables(grid: Grid, budget: str, allocators: list[str], protocols: list[str]
                   ) -> list[str]:
     """The Markdown of one budget: the top-1 table, then the paired differences."""
-    best: dict[str, str | None] = {}
+    best: dict[str, set[str]] = {}
     for protocol in protocols:
         ran = [(grid.cell(budget, a, protocol), a) for a in allocators]
         ran = [(c.interval().estimate, a) for c, a in ran if c is not None and c.runs]
-        best[protocol] = max(ran)[1] if ran else None
+        best[protocol] = {a for e, a in ran if e == max(ran)[0]}  # ties: all in bold
     lines = ["| allocator | allocator s | " + " | ".join(protocols) + " |",
              "|---|---:|" + "---|" * len(protocols)]
     for a in allocators:
-        cells = [_cell_text(grid.cell(budget, a, p), best[p] == a) for p in protocols]
+        cells = [_cell_text(grid.cell(budget, a, p), a in best[p]) for p in protocols]
         seconds = grid.allocator_seconds.get(a)
         lines.append(f"| {a} | {'' if seconds is None else f'{seconds:.0f}'} | "
                      + " | ".join(cells) + " |")
@@ -208,7 +232,8 @@ def leaderboard_markdown(grid: Grid, allocators: list[str] | None = None,
              "(params.yaml grid.cells.<protocol>.cut); `n/a (weight-only)`: a weight-only metric "
              "cannot serve a BitOps budget; `infeasible`: no policy of the allocator's widths "
              "meets the budget; `not run`: no evaluate stage for it. `allocator s`: the "
-             "allocator's own seconds, once per model, shared by its budgets.", ""]
+             "allocator's own seconds, once per model, shared by its budgets.", "",
+             uniform_note(grid)]
     for family, title in (("size", "Weight-size budgets (activations at 8 bits)"),
                           ("bitops", "BitOps budgets (weights and activations searched)")):
         names = [b for b in grid.budgets if grid.budget_kinds.get(b) == family]
@@ -334,7 +359,7 @@ def compact_table(grid: Grid) -> str:
     for b, p in columns:
         ran = [(c.interval().estimate, a) for a in allocators
                if (c := grid.cell(b, a, p)) is not None and c.runs]
-        best[(b, p)] = max(ran)[1]
+        best[(b, p)] = {a2 for e, a2 in ran if e == max(ran)[0]}  # ties: all in bold
     lines = ["| allocator | " + " | ".join(f"{b} {p}" for b, p in columns) + " |",
              "|---|" + "---|" * len(columns)]
     for a in allocators:
@@ -348,9 +373,9 @@ def compact_table(grid: Grid) -> str:
             else:
                 iv = cell.interval()
                 text = f"{iv.estimate:.2f} ± {iv.half_width:.2f}"
-                cells.append(f"**{text}**" if best[(b, p)] == a else text)
+                cells.append(f"**{text}**" if a in best[(b, p)] else text)
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + uniform_note(grid)
 
 
 def update_readme(path: str | Path, grid: Grid) -> bool:
