@@ -53,7 +53,7 @@ class Cell:
         if len(self.runs) >= 2:
             return seed_interval(self.top1)
         (run,) = self.runs.values()
-        return sampling_interval(run.accuracy["top1"], int(run.accuracy.get("images", 0)))
+        return sampling_interval(run.accuracy["top1"], int(run.accuracy["test_images"]))
 
     def correct(self, seeds: list[int]) -> np.ndarray | None:
         """(seeds, images) per-image hits at ``seeds``, or None when a run lacks them."""

@@ -301,7 +301,7 @@ class _Run:
     """The fields of a RunRecord the leaderboard reads."""
 
     def __init__(self, run_id, top1, correct, key="k"):
-        self.run_id, self.accuracy = run_id, {"top1": top1, "images": len(correct)}
+        self.run_id, self.accuracy = run_id, {"top1": top1, "test_images": len(correct)}
         self.extra = {"test_correct": encode_correct(np.asarray(correct, bool))}
         self.key = key
 
