@@ -80,8 +80,10 @@ for family in sorted(set(grid_rows.family)) if len(grid_rows) else []:
     plt.show()
 grid_runs = run_frame(load_runs(Path(grid_dir) / "runs")) if Path(grid_dir).is_dir() else None
 for budget in grid.budgets if grid_runs is not None and len(grid_runs) else []:
-    fig = bits_tables({key: bits_at_budget(grid_runs, budget, key)
-                       for key in ("w_bits", "a_bits")})
+    tables = {key: bits_at_budget(grid_runs, budget, key) for key in ("w_bits", "a_bits")}
+    if tables["w_bits"].empty:  # no searched policy ran at this budget (uniform only, or none)
+        continue
+    fig = bits_tables(tables)
     fig.suptitle(f"the grid's policies at {budget}: bits per layer", y=1.02)
     fig.savefig(figures / f"grid-bits-{budget}.png", dpi=120, bbox_inches="tight")
     plt.show()

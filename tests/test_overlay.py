@@ -88,6 +88,10 @@ def test_dvc_resolves_every_stage_of_the_imagenet_suite(repo):
     methods = ["first_order_ptq", "data_free", "limpq", "saq"]
     expected = {"params", "data", "report"} | {f"{stage}@{m}" for m in models for stage in (
         "checkpoint", "fp_baseline", "uniform", "policy_bank", *methods)}
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    allocators, protocols = params["grid"]["allocators"], list(params["grid"]["cells"])
+    expected |= {f"allocate@{a}-{m}" for a in allocators for m in models}
+    expected |= {f"evaluate@{a}-{p}-{m}" for a in allocators for p in protocols for m in models}
     assert set(listed) == expected
     upstream = subprocess.run(["dvc", "dag", "--dot", "saq@resnet50"], cwd=repo, env=env,
                               capture_output=True, text=True, check=True).stdout
