@@ -140,16 +140,18 @@ def write_glance(records: list[RunRecord], path: str | Path) -> str:
     return text
 
 
-def update_block(path: str | Path, text: str) -> bool:
-    """Replace what lies between the glance markers in ``path`` with ``text``; True when the
-    file changed. A file without both markers is an error naming them."""
+def update_block(path: str | Path, text: str, start: str = GLANCE_START,
+                 end: str = GLANCE_END) -> bool:
+    """Replace what lies between the ``start`` and ``end`` markers (default: the glance
+    block) in ``path`` with ``text``; True when the file changed. A file without both markers
+    is an error naming them."""
     path = Path(path)
     old = path.read_text()
-    if GLANCE_START not in old or GLANCE_END not in old:
-        raise ValueError(f"{path} has no {GLANCE_START} ... {GLANCE_END} block")
-    head, rest = old.split(GLANCE_START, 1)
-    _, tail = rest.split(GLANCE_END, 1)
-    new = f"{head}{GLANCE_START}\n{text}{GLANCE_END}{tail}"
+    if start not in old or end not in old:
+        raise ValueError(f"{path} has no {start} ... {end} block")
+    head, rest = old.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{start}\n{text}{end}{tail}"
     if new != old:
         path.write_text(new)
     return new != old

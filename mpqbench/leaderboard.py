@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mpqbench.comparison import config_key
+from mpqbench.conclusions import update_block
 from mpqbench.errors import MpqbenchError
 from mpqbench.intervals import Interval, paired_bootstrap, sampling_interval, seed_interval
 from mpqbench.results import RunRecord, decode_correct, load_runs
@@ -386,14 +387,7 @@ def update_readme(path: str | Path, grid: Grid) -> bool:
     """Replace the leaderboard block of ``path`` (README.md) with ``compact_table`` (the
     tables by budget, paired differences and verdicts are in ``results/leaderboard.md``); True
     when the file changed. A file without both markers is an error naming them."""
-    path = Path(path)
-    old = path.read_text()
-    if LEADERBOARD_START not in old or LEADERBOARD_END not in old:
-        raise MpqbenchError(f"{path} has no {LEADERBOARD_START} ... {LEADERBOARD_END} block")
-    head, rest = old.split(LEADERBOARD_START, 1)
-    _, tail = rest.split(LEADERBOARD_END, 1)
-    body = compact_table(grid)
-    new = f"{head}{LEADERBOARD_START}\n{body}{LEADERBOARD_END}{tail}"
-    if new != old:
-        path.write_text(new)
-    return new != old
+    try:
+        return update_block(path, compact_table(grid), LEADERBOARD_START, LEADERBOARD_END)
+    except ValueError as exc:
+        raise MpqbenchError(str(exc)) from None

@@ -18,7 +18,7 @@ import yaml
 
 from mpqbench.context import EvalConfig, Profile, context_for
 from mpqbench.cost import Budget
-from mpqbench.data import Splits, TensorSplit
+from mpqbench.data import Splits
 from mpqbench.errors import MpqbenchError
 from mpqbench.grid import (
     ALLOCATORS,
@@ -44,16 +44,11 @@ from mpqbench.protocols import Allocation, run_policy
 from mpqbench.ptq import PtqConfig
 from mpqbench.results import encode_correct, load_runs
 
-MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+from .test_protocols import _split  # the same toy images
+
 BUDGETS = {"size8x": {"compression_ratio": 8}, "size10.67x": {"compression_ratio": 10.67},
            "W4A4eq": {"bitops_equiv": "W4A4"}}
 TINY_SYNTH = {"images": 8, "batch_size": 4, "iters": 2}
-
-
-def _split(n: int, seed: int) -> TensorSplit:
-    g = torch.Generator().manual_seed(seed)
-    return TensorSplit(torch.randint(0, 256, (n, 8, 8, 3), generator=g, dtype=torch.uint8),
-                       torch.randint(0, 3, (n,), generator=g), MEAN, STD)
 
 
 def _model() -> nn.Module:
