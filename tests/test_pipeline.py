@@ -256,10 +256,12 @@ def test_imagenet_suite_runs_through_the_overlay(tmp_path):
     _run(git + ["add", "-A"], repo, env)
     _run(git + ["commit", "-qm", "copy"], repo, env)
 
-    # one method stage, LIMPQ (indicator training, the pair ILP over 53 layers, QAT), and the
-    # report; the other methods run the same layer and protocol code and take half an hour
-    # here (the CIFAR smoke pipeline above runs them all)
-    _run(["dvc", "repro", "fp_baseline", "uniform", "limpq"], repo, env)
+    # one method stage, LIMPQ (indicator training, the pair ILP over 53 layers, QAT), its grid
+    # allocation evaluated with PTQ, and the report; the other methods and grid cells run the
+    # same layer and protocol code and take half an hour here (the CIFAR smoke pipeline above
+    # runs them all)
+    _run(["dvc", "repro", "fp_baseline", "uniform", "limpq", "allocate@limpq-mobilenet_v2",
+          "evaluate@limpq-ptq-nearest-mobilenet_v2"], repo, env)
     _run(["dvc", "repro", "-s", "report"], repo, env)
 
     manifest = json.loads((repo / "data/imagenet/meta.json").read_text())
@@ -285,3 +287,14 @@ def test_imagenet_suite_runs_through_the_overlay(tmp_path):
     w4a4 = sum(layer.macs * 4 * (8 if i == 0 else 4) for i, layer in enumerate(layers)) / 1e9
     assert limpq["cost"]["bitops_g"] <= w4a4 * (1 + 1e-9)
     assert (repo / "results/figures/accuracy_vs_size_mib-mobilenet_v2.png").is_file()
+    # the grid reuses LIMPQ's indicators at the shared size budgets: a partial grid (one
+    # allocator, one protocol) still makes a leaderboard
+    allocation = json.loads((repo / "results/grid/allocations/limpq-mobilenet_v2.json")
+                            .read_text())
+    cells = [json.loads(line) for line in (
+        repo / "results/grid/runs/limpq-ptq-nearest-mobilenet_v2/cells.jsonl").read_text()
+        .splitlines()]
+    assert {c["budget"] for c in cells} == {"size8x", "size10.67x"}
+    assert all(c["status"] == "ok" for c in cells)  # fix_first_last: false reaches 8x
+    assert set(allocation["budgets"]) == {"size8x", "size10.67x", "W4A4eq", "W3A3eq"}
+    assert "limpq" in (repo / "results/leaderboard.md").read_text()
