@@ -82,7 +82,13 @@ def main() -> None:
                   ["Targets (issue 20): the ResNet-18 LIMPQ ILP <= 0.03 s (paper: 0.06 s); "
                    "54 x 36 ILP <= 0.08 s; Pareto DP on 54 layers <= 0.1 s.",
                    "HiGHS runs with both MIP gaps at zero and restarts off; CBC through PuLP "
-                   "writes an MPS file and starts a subprocess per solve."])
+                   "writes an MPS file and starts a subprocess per solve.",
+                   "Where the 54 x 36 ILP's time goes (HiGHS log, 2026-11-27): 0.04 s presolve, "
+                   "which already drops the 810 dominated of 1,944 columns, and 0.12 s of "
+                   "branch and bound (11 nodes, 310 LP iterations) to prove a zero gap; "
+                   "dropping the dominated columns before HiGHS made it slower (0.33 s, 20 "
+                   "nodes), and turning heuristics, symmetry detection or presolve off did not "
+                   "bring it under 0.1 s."])
 
 
 if __name__ == "__main__":

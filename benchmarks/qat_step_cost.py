@@ -135,7 +135,13 @@ def main() -> None:
                   {"timed steps": len(batches) - 2, "warm-up steps": 2, "checkpoint": source},
                   ["Target (issue 20): plain QAT step / FP step <= 1.2.",
                    "The LIMPQ search rows are seconds per solve (median of 5), not per step; "
-                   "the paper reports 0.06 s on ResNet-18."])
+                   "the paper reports 0.06 s on ResNet-18.",
+                   "Where plain QAT's extra time goes (torch profiler, 4 steps, 2026-11-27): "
+                   "about 67 ms a step in the LSQ function's elementwise passes over the "
+                   "activations (mul 29, addcmul 13, eq 8, clamp 7, div 7), and about 25 ms "
+                   "more in the FP model's own convolution and batch-norm kernels beside "
+                   "them; the mixed memory layouts (mkldnn hands back channels-last "
+                   "gradients) cost more than a layout change saves."])
 
 
 if __name__ == "__main__":

@@ -330,15 +330,32 @@ def _allocation_from(entry: dict[str, Any]) -> Allocation:
     return Allocation(**fields)
 
 
-def cell_plan(settings: dict[str, Any], allocator: str, protocol: str) -> tuple[list[str], int,
-                                                                                 bool]:
-    """The budgets ``protocol`` evaluates, its number of seeds on this profile, and whether
-    the profile cuts ``allocator`` from it."""
+def cell_plan(settings: dict[str, Any], allocator: str, protocol: str
+              ) -> tuple[list[str], int, dict[str, tuple[str, str]]]:
+    """The budgets ``protocol`` evaluates, its number of seeds on this profile, and the budgets
+    it skips for ``allocator`` with (status, reason): ``not applicable`` where
+    ``grid.cells.<protocol>.only.<budget>`` lists other allocators, ``cut`` where this
+    profile's ``cut`` names the allocator (every budget) or ``allocator@budget``."""
     cell = grid_settings(settings)["cells"][protocol]
     profile = settings["profile"]
     seeds = int(cell["seeds"].get(profile, 1))
-    cut = allocator in ((cell.get("cut") or {}).get(profile) or [])
-    return list(cell["budgets"]), seeds, cut
+    cut = set((cell.get("cut") or {}).get(profile) or [])
+    only = cell.get("only") or {}
+    skipped: dict[str, tuple[str, str]] = {}
+    for budget in cell["budgets"]:
+        if budget in only and allocator not in only[budget]:
+            skipped[budget] = ("not applicable", f"params.yaml grid.cells.{protocol}.only."
+                               f"{budget} lists {', '.join(only[budget])}")
+        elif allocator in cut or f"{allocator}@{budget}" in cut:
+            skipped[budget] = ("cut", f"cut on profile {profile!r} (params.yaml "
+                                      f"grid.cells.{protocol}.cut)")
+    return list(cell["budgets"]), seeds, skipped
+
+
+def nothing_to_run(settings: dict[str, Any], allocator: str, protocol: str) -> bool:
+    """True when the profile skips every budget of ``allocator`` x ``protocol``."""
+    budgets, _, skipped = cell_plan(settings, allocator, protocol)
+    return set(budgets) <= set(skipped)
 
 
 def grid_run_id(model_name: str, allocator: str, budget: str, protocol: str, seed: int) -> str:
@@ -347,18 +364,22 @@ def grid_run_id(model_name: str, allocator: str, budget: str, protocol: str, see
 
 def cut_cells(settings: dict[str, Any], allocator: str, protocol: str, runs_dir: str | Path
               ) -> list[dict[str, Any]]:
-    """The cells of an allocator the profile cuts from ``protocol``: no model is loaded."""
-    budgets, seeds, cut = cell_plan(settings, allocator, protocol)
-    if not cut:
-        raise MpqbenchError(f"{allocator} x {protocol} is not cut on profile "
+    """The cells of an allocator the profile skips at every budget of ``protocol``: no model
+    is loaded."""
+    budgets, seeds, skipped = cell_plan(settings, allocator, protocol)
+    if not nothing_to_run(settings, allocator, protocol):
+        raise MpqbenchError(f"{allocator} x {protocol} has cells to run on profile "
                             f"{settings['profile']!r}")
-    cells = [{"allocator": allocator, "protocol": protocol, "budget": budget,
-              "seed": settings["seed"] + i, "status": "cut",
-              "reason": f"cut on profile {settings['profile']!r} (params.yaml "
-                        f"grid.cells.{protocol}.cut)"}
+    cells = [_skipped_cell(allocator, protocol, budget, settings["seed"] + i, *skipped[budget])
              for budget in budgets for i in range(seeds)]
     _write_cells(runs_dir, cells)
     return cells
+
+
+def _skipped_cell(allocator: str, protocol: str, budget: str, seed: int, status: str,
+                  reason: str) -> dict[str, Any]:
+    return {"allocator": allocator, "protocol": protocol, "budget": budget, "seed": seed,
+            "status": status, "reason": reason}
 
 
 def _write_cells(runs_dir: str | Path, cells: list[dict[str, Any]]) -> None:
@@ -373,12 +394,12 @@ def evaluate_cells(ctx: Context, allocator: str, protocol: str, allocation_path:
     """Every (budget, seed) cell of ``allocator`` x ``protocol``: a RunRecord each where the
     allocation serves the budget; ``runs_dir/cells.jsonl`` lists every cell's status."""
     check_names(ctx.settings, allocator, protocol)
-    budgets, seeds, cut = cell_plan(ctx.settings, allocator, protocol)
-    if cut:
+    budgets, seeds, skipped = cell_plan(ctx.settings, allocator, protocol)
+    if nothing_to_run(ctx.settings, allocator, protocol):
         return cut_cells(ctx.settings, allocator, protocol, runs_dir)
     runs_dir = Path(runs_dir)
     doc = load_allocation(allocation_path, ctx.model_name, ctx.profile.name)
-    missing = [b for b in budgets if b not in doc["budgets"]]
+    missing = [b for b in budgets if b not in doc["budgets"] and b not in skipped]
     if missing:
         raise MpqbenchError(f"{allocation_path} has no budget {missing[0]!r}; re-run its "
                             "allocate stage (params.yaml budgets changed)")
@@ -393,6 +414,9 @@ def evaluate_cells(ctx: Context, allocator: str, protocol: str, allocation_path:
         for i in range(seeds):
             seed = ctx.seed + i
             cell = {"allocator": allocator, "protocol": protocol, "budget": budget, "seed": seed}
+            if budget in skipped:
+                cells.append(_skipped_cell(allocator, protocol, budget, seed, *skipped[budget]))
+                continue
             entry = doc["budgets"][budget]
             if entry["status"] != "ok":
                 cells.append({**cell, "status": entry["status"], "reason": entry["reason"]})
@@ -436,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             ctx = build_context(args.model, args.profile, args.params, evaluate_fp=False)
             allocate(ctx, args.allocator, args.out)
             return 0
-        if cell_plan(settings, args.allocator, args.protocol)[2]:
+        if nothing_to_run(settings, args.allocator, args.protocol):
             cut_cells(settings, args.allocator, args.protocol, args.runs)
             return 0
         path = Path(args.allocations, f"{args.allocator}-{args.model}.json")

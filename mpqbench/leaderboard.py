@@ -28,7 +28,8 @@ from mpqbench.intervals import Interval, paired_bootstrap, sampling_interval, se
 from mpqbench.results import RunRecord, decode_correct, load_runs
 
 LEADERBOARD_START, LEADERBOARD_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
-MARKS = {"cut": "cut", "cannot serve": "n/a (weight-only)", "infeasible": "infeasible"}
+MARKS = {"cut": "cut", "cannot serve": "n/a (weight-only)", "infeasible": "infeasible",
+         "not applicable": "n/a (not in the design)"}
 
 
 @dataclass
@@ -345,7 +346,8 @@ def write_leaderboard(path: str | Path, grid: Grid, allocators: list[str] | None
     return text
 
 
-SHORT_MARKS = {"cut": "cut", "cannot serve": "n/a", "infeasible": "infeasible"}
+SHORT_MARKS = {"cut": "cut", "cannot serve": "n/a", "infeasible": "infeasible",
+               "not applicable": "n/a"}
 
 
 def compact_table(grid: Grid) -> str:

@@ -198,7 +198,8 @@ PROFILE = Keys({
 # evaluates and its seeds by profile; ``cut`` names, by profile, the allocators left out of a
 # protocol there (the report marks those cells). Allocator names are checked by
 # ``mpqbench.grid`` before any compute (its registry); the cross-references here.
-GRID_CELL = Keys({"budgets": ListOf(str), "seeds": Each(int), "cut": Maybe(Each(ListOf(str)))},
+GRID_CELL = Keys({"budgets": ListOf(str), "seeds": Each(int), "cut": Maybe(Each(ListOf(str))),
+                  "only": Maybe(Each(ListOf(str)))},
                  required=("budgets", "seeds"))
 GRID = Keys({"allocators": ListOf(str),
              "cells": Each(GRID_CELL, Name(_protocol_names, "protocol")),
@@ -325,8 +326,9 @@ def check_params(params: dict[str, Any], repo: str | Path = ".") -> None:
 
 
 def _check_grid_names(params: dict[str, Any]) -> None:
-    """Every budget a grid cell names is declared under ``budgets``; every cut allocator is one
-    of ``grid.allocators``; every profile named exists."""
+    """Every budget a grid cell names is declared under ``budgets``; every cut (``allocator``
+    or ``allocator@budget``) and ``only`` entry names one of ``grid.allocators`` and of the
+    cell's budgets; every profile named exists."""
     grid = params.get("grid")
     if not grid:
         return
@@ -350,8 +352,22 @@ def _check_grid_names(params: dict[str, Any]) -> None:
                 raise MpqbenchError(f"{where}.seeds.{profile} = {seeds}: at least 1 seed")
         for profile, names in (cell.get("cut") or {}).items():
             for name in names:
+                allocator, _, budget = name.partition("@")
+                if allocator not in allocators:
+                    raise MpqbenchError(f"{where}.cut.{profile}: {allocator!r} is not in "
+                                        f"grid.allocators ({', '.join(allocators)})")
+                if budget and budget not in cell["budgets"]:
+                    raise MpqbenchError(f"{where}.cut.{profile}: {name!r} names budget "
+                                        f"{budget!r}, not one of this protocol's budgets "
+                                        f"({', '.join(cell['budgets'])}); write "
+                                        "allocator or allocator@budget")
+        for budget, names in (cell.get("only") or {}).items():
+            if budget not in cell["budgets"]:
+                raise MpqbenchError(f"{where}.only: {budget!r} is not one of this protocol's "
+                                    f"budgets ({', '.join(cell['budgets'])})")
+            for name in names:
                 if name not in allocators:
-                    raise MpqbenchError(f"{where}.cut.{profile}: {name!r} is not in "
+                    raise MpqbenchError(f"{where}.only.{budget}: {name!r} is not in "
                                         f"grid.allocators ({', '.join(allocators)})")
     for profile in grid.get("qat") or {}:
         if profile not in params["profiles"]:

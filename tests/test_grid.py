@@ -24,6 +24,7 @@ from mpqbench.grid import (
     ALLOCATORS,
     allocate,
     budget_kind,
+    cell_plan,
     cut_cells,
     evaluate_cells,
     load_allocation,
@@ -259,6 +260,32 @@ def test_a_cut_cell_loads_nothing_and_qat_uses_the_grid_schedule(tmp_path):
                              tmp_path / "runs")
     (record,) = load_runs(tmp_path / "runs")
     assert cell["status"] == "ok" and record.extra["qat"]["max_batches_per_epoch"] == 1
+
+
+def test_per_budget_cuts_and_only_lists_skip_cells_before_any_run(tmp_path):
+    """``allocator@budget`` cuts one budget; ``only`` keeps a budget to the allocators it lists;
+    an allocator skipped at every budget loads nothing."""
+    cells = {"qat_lsq": {"budgets": ["W4A4eq", "size8x"], "seeds": {"t": 2},
+                         "only": {"size8x": ["uniform", "limpq"]},
+                         "cut": {"t": ["uniform@W4A4eq", "random@W4A4eq"]}}}
+    ctx = _context(tmp_path, cells)
+    assert cell_plan(ctx.settings, "uniform", "qat_lsq")[2] == {
+        "W4A4eq": ("cut", "cut on profile 't' (params.yaml grid.cells.qat_lsq.cut)")}
+    # random: cut at W4A4eq, not in the design at size8x: nothing runs, no model is needed
+    statuses = {(c["budget"], c["seed"]): c["status"]
+                for c in cut_cells(ctx.settings, "random", "qat_lsq", tmp_path / "random")}
+    assert statuses == {("W4A4eq", 0): "cut", ("W4A4eq", 1): "cut",
+                        ("size8x", 0): "not applicable", ("size8x", 1): "not applicable"}
+    with pytest.raises(MpqbenchError, match="uniform x qat_lsq has cells to run"):
+        cut_cells(ctx.settings, "uniform", "qat_lsq", tmp_path / "u")
+    ctx.evaluate_fp()
+    allocate(ctx, "uniform", tmp_path / "uniform-toy.json")
+    done = evaluate_cells(ctx, "uniform", "qat_lsq", tmp_path / "uniform-toy.json",
+                          tmp_path / "runs")
+    assert [(c["budget"], c["seed"], c["status"]) for c in done] == [
+        ("W4A4eq", 0, "cut"), ("W4A4eq", 1, "cut"), ("size8x", 0, "ok"), ("size8x", 1, "ok")]
+    assert sorted(r.extra["budget_name"] for r in load_runs(tmp_path / "runs")) == [
+        "size8x", "size8x"]
 
 
 def test_allocation_files_are_checked_before_any_run(tmp_path):

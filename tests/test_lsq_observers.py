@@ -10,8 +10,12 @@ from mpqbench.quant.quantizers import (
     lsq_gradient_scale,
     lsq_init_step,
     lsq_quantize,
+    lsq_quantize_fused,
     scale_zero_point,
 )
+
+LSQ_FORMS = pytest.mark.parametrize("lsq", [lsq_quantize, lsq_quantize_fused],
+                                    ids=["composed", "fused"])
 
 
 def _hand_lsq_grads(x, s, qmin, qmax, upstream, g):
@@ -31,8 +35,9 @@ def _hand_lsq_grads(x, s, qmin, qmax, upstream, g):
     return dx, ds * g
 
 
+@LSQ_FORMS
 @pytest.mark.parametrize("bits,signed", [(2, True), (3, False), (4, True), (8, False)])
-def test_lsq_gradients_equal_the_hand_derived_formula(bits, signed):
+def test_lsq_gradients_equal_the_hand_derived_formula(bits, signed, lsq):
     gen = torch.Generator().manual_seed(bits)
     x = (torch.randn(40, generator=gen) * 2).requires_grad_(True)
     scheme = QuantScheme(bits, signed=signed)
@@ -40,7 +45,7 @@ def test_lsq_gradients_equal_the_hand_derived_formula(bits, signed):
     g = lsq_gradient_scale(x.numel(), scheme.qmax)
     assert g == pytest.approx(1 / (40 * scheme.qmax) ** 0.5)
     upstream = torch.randn(40, generator=gen)
-    y = lsq_quantize(x, s, scheme.qmin, scheme.qmax, gradient_scale=g)
+    y = lsq(x, s, scheme.qmin, scheme.qmax, gradient_scale=g)
     y.backward(upstream)
     dx, ds = _hand_lsq_grads(x.detach(), 0.37, scheme.qmin, scheme.qmax, upstream, g)
     assert torch.allclose(x.grad, dx)
@@ -50,12 +55,13 @@ def test_lsq_gradients_equal_the_hand_derived_formula(bits, signed):
     assert torch.allclose(y.detach(), expected)
 
 
-def test_per_channel_lsq_step_gradients_are_per_channel():
+@LSQ_FORMS
+def test_per_channel_lsq_step_gradients_are_per_channel(lsq):
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(3, 5, generator=gen).requires_grad_(True)
     step = torch.tensor([0.2, 0.5, 1.0], requires_grad=True)
     upstream = torch.randn(3, 5, generator=gen)
-    lsq_quantize(w, step, -8, 7, axis=0, gradient_scale=0.5).backward(upstream)
+    lsq(w, step, -8, 7, axis=0, gradient_scale=0.5).backward(upstream)
     for c in range(3):
         _, ds = _hand_lsq_grads(w.detach()[c], step[c].item(), -8, 7, upstream[c], 0.5)
         assert step.grad[c].item() == pytest.approx(ds.item(), rel=1e-5, abs=1e-7)

@@ -48,6 +48,14 @@ CASES = [  # (key path, value, message)
     ("grid.cells.ptq-nearest.seeds", {"quick": 0}, "seeds.quick = 0: at least 1 seed"),
     ("grid.cells.qat_saq.cut", {"quick": ["limpqq"]}, "cut.quick: 'limpqq' is not in "
      "grid.allocators"),
+    ("grid.cells.qat_saq.cut", {"quick": ["limpq@size10.67x"]}, "cut.quick: "
+     "'limpq@size10.67x' names budget 'size10.67x', not one of this protocol's budgets"),
+    ("grid.cells.qat_saq.cut", {"quick": ["limpqq@W4A4eq"]}, "cut.quick: 'limpqq' is not in "
+     "grid.allocators"),
+    ("grid.cells.qat_lsq.only", {"size10.67x": ["limpq"]}, "grid.cells.qat_lsq.only: "
+     "'size10.67x' is not one of this protocol's budgets"),
+    ("grid.cells.qat_lsq.only", {"size8x": ["limpqq"]}, "grid.cells.qat_lsq.only.size8x: "
+     "'limpqq' is not in grid.allocators"),
     ("grid.cells.qat_lsd", {"budgets": [], "seeds": {}}, "grid.cells.qat_lsd: unknown protocol "
      "'qat_lsd'"),
     ("grid.allocators", ["uniform", "uniform"], "grid.allocators lists a name twice"),

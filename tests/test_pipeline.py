@@ -176,11 +176,16 @@ def test_dvc_repro_on_the_smoke_profile(tmp_path):
             cells = [json.loads(line) for line in (folder / "cells.jsonl").read_text()
                      .splitlines()]
             assert {c["budget"] for c in cells} == set(cell["budgets"])
-            cut = allocator in (cell.get("cut") or {}).get("smoke", [])
+            cut = set((cell.get("cut") or {}).get("smoke", []))
+            only = cell.get("only") or {}
             for c in cells:
-                served = doc["budgets"][c["budget"]]["status"] == "ok"
-                expected = "cut" if cut else ("ok" if served else doc["budgets"][c["budget"]][
-                    "status"])
+                status = doc["budgets"][c["budget"]]["status"]
+                if c["budget"] in only and allocator not in only[c["budget"]]:
+                    expected = "not applicable"
+                elif allocator in cut or f"{allocator}@{c['budget']}" in cut:
+                    expected = "cut"
+                else:
+                    expected = status
                 assert c["status"] == expected, (allocator, protocol, c)
                 if expected == "ok":
                     record = json.loads((folder / f"{c['run_id']}.json").read_text())

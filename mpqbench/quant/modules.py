@@ -30,9 +30,10 @@ from mpqbench.quant.observers import Observer, make_observer
 from mpqbench.quant.policy import Policy
 from mpqbench.quant.quantizers import (
     QuantScheme,
+    fake_quantize_inference,
     lsq_gradient_scale,
     lsq_init_step,
-    lsq_quantize,
+    lsq_quantize_fused,
 )
 from mpqbench.registry import Registry
 
@@ -93,6 +94,10 @@ class StaticQuantizer(nn.Module):
         if self.mode == "on":
             # torch's fused kernels: one pass, the same values and input gradient as
             # quantizers.fake_quantize (tests/test_quantizers.py); the scale is not learned
+            if not self.scheme.per_channel and x.device.type == "cpu" and not (
+                    torch.is_grad_enabled() and x.requires_grad):
+                return fake_quantize_inference(x, self.scale, float(self.zero_point),
+                                               self.scheme.qmin, self.scheme.qmax)
             zero = self.zero_point.to(torch.int32)
             if self.scheme.per_channel:
                 return torch.fake_quantize_per_channel_affine(
@@ -169,8 +174,8 @@ class LsqQuantizer(nn.Module):
             self.init_from(x)
         per_step = x.numel() // self.step.numel()
         axis = self.scheme.axis if self.scheme.per_channel else None
-        return lsq_quantize(x, self.effective_step(), self.scheme.qmin, self.scheme.qmax, axis,
-                            lsq_gradient_scale(per_step, self.scheme.qmax))
+        return lsq_quantize_fused(x, self.effective_step(), self.scheme.qmin, self.scheme.qmax,
+                                  axis, lsq_gradient_scale(per_step, self.scheme.qmax))
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, per_channel={self.scheme.per_channel}, init={self.init}"

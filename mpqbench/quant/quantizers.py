@@ -9,6 +9,7 @@ arithmetic as ``torch.fake_quantize_per_{tensor,channel}_affine``, so results ma
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -141,6 +142,84 @@ def lsq_quantize(
     # clamp before rounding: the gradient mask and the step's gradient follow the paper's eq. 3
     # exactly (x / s just above qmax rounds into range but is still outside it)
     return round_ste(torch.clamp(x / s, qmin, qmax)) * s
+
+
+@functools.cache
+def _open_range(qmin: int, qmax: int, dtype: torch.dtype) -> tuple[float, float]:
+    """The floats of ``dtype`` next to ``qmin`` and ``qmax`` inside ``[qmin, qmax]``."""
+    lo, hi = torch.tensor([qmin, qmax], dtype=dtype)
+    inf = torch.tensor(float("inf"), dtype=dtype)
+    return float(torch.nextafter(lo, inf)), float(torch.nextafter(hi, -inf))
+
+
+class _LsqFunction(torch.autograd.Function):
+    """``lsq_quantize`` with the step's gradient scale applied outside, in fewer passes and
+    allocations: the forward pass keeps the in-range mask and each element's ``d y / d s``,
+    and the backward pass forms both gradients from them (eq. 3 of Esser et al. 2020) instead
+    of walking the six ops of the composed form. Same forward values as ``lsq_quantize`` (its
+    straight-through sum ``v + (round(v) - v)`` is exact); gradients equal it to float
+    rounding (tests/test_lsq_observers.py)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, step: torch.Tensor, qmin: int, qmax: int,
+                axis: int | None) -> torch.Tensor:
+        s = _broadcast(step, x, axis)
+        scaled = x / s
+        # clamped to the floats next inside [qmin, qmax]: rounding gives the same levels, and
+        # the range's ends count as outside, as in eq. 3 (and torch's clamp backward)
+        levels = scaled.clamp(*_open_range(qmin, qmax, x.dtype))
+        # 1.0 strictly inside the range, 0.0 elsewhere: a float mask (torch's bool kernels are
+        # several times slower than its float ones here)
+        inside = torch.eq(levels, scaled, out=torch.empty_like(scaled))
+        levels.round_()
+        # d y / d s per element: round(x / s) - x / s inside the range, qmin or qmax outside
+        per_element = torch.addcmul(levels, scaled, inside, value=-1.0, out=scaled)
+        ctx.save_for_backward(inside, per_element)
+        ctx.axis = axis
+        return levels.mul_(s)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        inside, per_element = ctx.saved_tensors
+        # grad may come channels-last from mkldnn's convolution backward: no reshape (a copy)
+        # and no layout change (measured slower here than the mixed-layout products)
+        grad_x = grad * inside
+        product = grad * per_element
+        if ctx.axis is None:
+            grad_step = product.sum()
+        else:
+            product = product.transpose(0, ctx.axis)
+            grad_step = product.reshape(product.shape[0], -1).sum(1)
+        return grad_x, grad_step, None, None, None
+
+
+def lsq_quantize_fused(
+    x: torch.Tensor, step: torch.Tensor, qmin: int, qmax: int, axis: int | None = None,
+    gradient_scale: float = 1.0,
+) -> torch.Tensor:
+    """``lsq_quantize`` in fewer passes: the QAT path (``LsqQuantizer``). Without autograd
+    (evaluation) four in-place passes, bit-identical to ``lsq_quantize``; with it the
+    ``_LsqFunction`` pair, whose gradients match ``lsq_quantize``'s to float rounding."""
+    # the forward value of grad_scale's step is (s - s g) + s g, not always s in float: both
+    # paths use it, as lsq_quantize does
+    step = grad_scale(step, gradient_scale)
+    if not (torch.is_grad_enabled() and (x.requires_grad or step.requires_grad)):
+        s = _broadcast(step, x, axis)
+        return (x / s).clamp_(qmin, qmax).round_().mul_(s)
+    return _LsqFunction.apply(x, step, qmin, qmax, axis)
+
+
+def fake_quantize_inference(x: torch.Tensor, scale: torch.Tensor, zero_point: float, qmin: int,
+                            qmax: int) -> torch.Tensor:
+    """Per-tensor quantize-dequantize without autograd, bit-identical to
+    ``torch.fake_quantize_per_tensor_affine`` (``round(x * (1 / s)) + z``, clamped, minus
+    ``z``, times ``s``; tests/test_quantizers.py) but in four to six vectorized in-place
+    passes: torch's CPU kernel also writes the gradient mask and does not vectorize the
+    rounding (about 4x slower on 2 cores, benchmarks/quant_throughput.py)."""
+    levels = torch.mul(x, torch.reciprocal(scale)).round_()  # float32 1 / s, as the kernel
+    if zero_point:
+        return levels.add_(zero_point).clamp_(qmin, qmax).sub_(zero_point).mul_(scale)
+    return levels.clamp_(qmin, qmax).mul_(scale)
 
 
 def lsq_gradient_scale(numel: int, qmax: int) -> float:
