@@ -3,7 +3,8 @@
 For each shared budget: allocators as rows, protocols as columns, each cell the mean top-1
 (%) over its seeds with a 95% interval, the best of each column in bold, and the allocator's
 own cost (seconds) beside it. Cells that hold no run say why (``cut`` on this profile,
-``cannot serve`` a BitOps budget with a weight-only metric, ``infeasible``). Then, per cell,
+``not applicable`` outside the protocol's ``only`` list, ``cannot serve`` a BitOps budget
+with a weight-only metric, ``infeasible``). Then, per cell,
 the paired difference against uniform and against the best other allocator of the same
 column: a paired bootstrap over seeds and test images (``intervals.paired_bootstrap``, the
 same seed on both sides), marked distinguishable when its interval excludes 0.
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mpqbench.comparison import config_key
-from mpqbench.conclusions import update_block
+from mpqbench.conclusions import ONE_TRAINING_SEED, update_block
 from mpqbench.errors import MpqbenchError
 from mpqbench.intervals import Interval, paired_bootstrap, sampling_interval, seed_interval
 from mpqbench.results import RunRecord, decode_correct, load_runs
@@ -234,9 +235,12 @@ def leaderboard_markdown(grid: Grid, allocators: list[str] | None = None,
     lines = ["Each cell: mean test top-1 (%) ± the half-width of its 95% interval (seeds run): "
              "Student's t over seeds where there are 2 or more, else the test-sampling interval "
              "of the one run. Bold: the best of the column. `cut`: left out on this profile "
-             "(params.yaml grid.cells.<protocol>.cut); `n/a (weight-only)`: a weight-only metric "
-             "cannot serve a BitOps budget; `infeasible`: no policy of the allocator's widths "
-             "meets the budget; `not run`: no evaluate stage for it. `allocator s`: the "
+             "(params.yaml grid.cells.<protocol>.cut); `n/a (not in the design)`: the budget "
+             "is kept to other allocators under this protocol (grid.cells.<protocol>.only: "
+             "QAT at size8x is for LIMPQ against uniform); `n/a (weight-only)`: a weight-only "
+             "metric cannot serve a BitOps budget; `infeasible`: no policy of the "
+             "allocator's widths meets the budget; `not run`: no evaluate stage for it. "
+             "`allocator s`: the "
              "allocator's own seconds, once per model, shared by its budgets (LIMPQ: its "
              "indicator training in the limpq stage, which the grid reuses).", "",
              uniform_note(grid)]
@@ -269,8 +273,9 @@ CLAIMS = [
      "first_order", "fisher_fit", ["ptq-nearest", "ptq-adaround"], "size"),
     ("task loss on labeled synthetic data (Lee et al. 2021) beats ZeroQ", "task_loss",
      "zeroq_kl", ["ptq-nearest", "ptq-adaround"], "size"),
-    ("LIMPQ's policy beats uniform at the same BitOps", "limpq", "uniform",
-     ["qat_lsq", "qat_saq"], "bitops"),
+    # QAT at every budget family the grid trains (BitOps, and size8x where `only` keeps it)
+    ("LIMPQ's policy beats uniform at the same budget", "limpq", "uniform",
+     ["qat_lsq", "qat_saq"], None),
 ]
 SAQ_CLAIM = "SAQ (qat_saq) beats plain QAT (qat_lsq) on the same policy"
 
@@ -283,21 +288,25 @@ def _outcome(iv: Interval) -> str:
     return "inconclusive"
 
 
-def _verdict_line(claim: str, where: str, iv: Interval | None, seeds: int) -> str | None:
+def _verdict_line(claim: str, where: str, iv: Interval | None, seeds: int,
+                  trained: bool) -> str | None:
+    """One verdict row; a trained (QAT) pair with one seed is inconclusive whatever its
+    test-image interval (``conclusions.OneSeedTrainingVerdict`` says why)."""
     if iv is None:
         return None
+    outcome = ONE_TRAINING_SEED if trained and seeds < 2 else _outcome(iv)
     return (f"| {claim} | {where} | {seeds} | {iv.estimate:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]"
-            f" | {_outcome(iv)} |")
+            f" | {outcome} |")
 
 
 def grid_verdicts(grid: Grid) -> list[str]:
     """Each paper's claim judged on the grid's cells: a Markdown table, one row per budget
     and protocol where both sides ran; reproduced / not reproduced only when the paired
-    interval excludes 0."""
+    interval excludes 0 and, for QAT, both sides have 2 or more seeds."""
     rows = []
     for claim, allocator, baseline, protocols, kind in CLAIMS:
         for budget in grid.budgets:
-            if grid.budget_kinds.get(budget) != kind:
+            if kind is not None and grid.budget_kinds.get(budget) != kind:
                 continue
             for protocol in protocols:
                 a, b = grid.cell(budget, allocator, protocol), grid.cell(budget, baseline,
@@ -305,7 +314,7 @@ def grid_verdicts(grid: Grid) -> list[str]:
                 if a is None or b is None or not a.runs or not b.runs:
                     continue
                 line = _verdict_line(claim, f"{budget}, {protocol}", paired_difference(a, b),
-                                     len(set(a.runs) & set(b.runs)))
+                                     len(set(a.runs) & set(b.runs)), protocol.startswith("qat"))
                 rows += [line] if line else []
     for (budget, allocator, protocol), cell in sorted(grid.cells.items()):
         if protocol != "qat_saq" or not cell.runs:
@@ -314,7 +323,8 @@ def grid_verdicts(grid: Grid) -> list[str]:
         if plain is None or not plain.runs:
             continue
         line = _verdict_line(SAQ_CLAIM, f"{budget}, {allocator}'s policy",
-                             paired_difference(cell, plain), len(set(cell.runs) & set(plain.runs)))
+                             paired_difference(cell, plain), len(set(cell.runs) & set(plain.runs)),
+                             True)
         rows += [line] if line else []
     if not rows:
         return ["No claim has both of its sides in the grid yet."]
@@ -353,8 +363,8 @@ SHORT_MARKS = {"cut": "cut", "cannot serve": "n/a", "infeasible": "infeasible",
 def compact_table(grid: Grid) -> str:
     """One table for the README: allocators as rows, every (budget, protocol) with a run as a
     column, each cell the mean top-1 and the half-width of its 95% interval, the best of each
-    column in bold; ``n/a``: cannot serve (weight-only at BitOps), ``cut``: not run on this
-    profile, ``infeasible``."""
+    column in bold; ``n/a``: cannot serve (weight-only at BitOps) or outside the protocol's
+    ``only`` list, ``cut``: not run on this profile, ``infeasible``."""
     allocators = _order(sorted(grid.allocators), SHOWN_FIRST)
     protocols = _order(grid.protocols, PROTOCOL_ORDER)
     columns = [(b, p) for kind in ("size", "bitops") for b in grid.budgets
