@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from mpqbench.comparison import budget_title
 from mpqbench.intervals import Interval, paired_bootstrap
 from mpqbench.results import RunRecord, decode_correct
-from mpqbench.verdict import Verdict
+from mpqbench.verdict import OneSeedTrainingVerdict, Verdict
 
 # (method, run-id pattern of the method's side, baseline run ids, claim)
 CLAIMS: list[tuple[str, str, list[str], str]] = [
@@ -34,23 +33,6 @@ CLAIMS: list[tuple[str, str, list[str], str]] = [
      ["data_free-{model}-zeroq_kl-zeroq-{budget}-{r}"],
      "task loss on labeled synthetic data beats ZeroQ at {budget}"),
 ]
-
-
-ONE_TRAINING_SEED = "inconclusive (one training seed)"
-
-
-@dataclass(frozen=True)
-class OneSeedTrainingVerdict(Verdict):
-    """A claim on two trained (QAT) runs of one seed each. Its interval covers test sampling
-    only, not training noise, which is larger: re-running this suite's QAT records after a
-    float-level change of the LSQ gradient (issue 20) moved them by a median 0.27 points and
-    up to 2.30, and turned SAQ's W2A2 gain of +2.37 [+1.22, +3.43] into -0.13. So its outcome
-    is ``inconclusive (one training seed)`` whatever the interval; the grid's QAT cells with
-    2 or more seeds (a paired bootstrap over seeds and images) can judge such a claim."""
-
-    @property
-    def outcome(self) -> str:
-        return ONE_TRAINING_SEED
 
 
 def _trained(record: RunRecord) -> bool:

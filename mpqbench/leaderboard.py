@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from mpqbench.comparison import config_key
-from mpqbench.conclusions import ONE_TRAINING_SEED, update_block
+from mpqbench.conclusions import update_block
 from mpqbench.errors import MpqbenchError
 from mpqbench.intervals import Interval, paired_bootstrap, sampling_interval, seed_interval
 from mpqbench.results import RunRecord, decode_correct, load_runs
+from mpqbench.verdict import ONE_TRAINING_SEED
 
 LEADERBOARD_START, LEADERBOARD_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 MARKS = {"cut": "cut", "cannot serve": "n/a (weight-only)", "infeasible": "infeasible",
@@ -291,7 +292,7 @@ def _outcome(iv: Interval) -> str:
 def _verdict_line(claim: str, where: str, iv: Interval | None, seeds: int,
                   trained: bool) -> str | None:
     """One verdict row; a trained (QAT) pair with one seed is inconclusive whatever its
-    test-image interval (``conclusions.OneSeedTrainingVerdict`` says why)."""
+    test-image interval (``verdict.OneSeedTrainingVerdict`` says why)."""
     if iv is None:
         return None
     outcome = ONE_TRAINING_SEED if trained and seeds < 2 else _outcome(iv)

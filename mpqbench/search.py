@@ -141,8 +141,8 @@ def _quiet_highs() -> highspy.Highs:
         os.close(devnull)
 
 
-def _solve_highs(model: _IlpModel, time_limit_s: float | None) -> tuple[str, list[float]]:
-    """HiGHS in process (Huangfu and Hall 2018), gaps at zero so that the optimum is exact."""
+def _highs_matrix(model: _IlpModel) -> highspy.HighsLp:
+    """The LP relaxation of ``model`` (bounds 0 <= x <= 1, no integrality) for HiGHS."""
     n = len(model.columns)
     lp = highspy.HighsLp()
     lp.num_col_ = n
@@ -165,7 +165,39 @@ def _solve_highs(model: _IlpModel, time_limit_s: float | None) -> tuple[str, lis
     lp.a_matrix_.start_ = np.asarray(starts, dtype=np.int32)
     lp.a_matrix_.index_ = np.asarray(indices, dtype=np.int32)
     lp.a_matrix_.value_ = np.asarray(values, dtype=float)
-    lp.integrality_ = [highspy.HighsVarType.kInteger] * n
+    return lp
+
+
+def _binary_columns(lp: highspy.HighsLp, keep: np.ndarray) -> highspy.HighsLp:
+    """The binary program on the columns ``keep`` of ``lp`` (same rows)."""
+    starts = np.asarray(lp.a_matrix_.start_)
+    indices, values = np.asarray(lp.a_matrix_.index_), np.asarray(lp.a_matrix_.value_)
+    spans = [np.arange(starts[j], starts[j + 1]) for j in keep]
+    taken = np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)
+    sub = highspy.HighsLp()
+    sub.num_col_ = len(keep)
+    sub.num_row_ = lp.num_row_
+    sub.col_cost_ = np.asarray(lp.col_cost_)[keep]
+    sub.col_lower_ = np.zeros(len(keep))
+    sub.col_upper_ = np.ones(len(keep))
+    sub.row_lower_ = np.asarray(lp.row_lower_)
+    sub.row_upper_ = np.asarray(lp.row_upper_)
+    sub.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    sub.a_matrix_.start_ = np.concatenate([[0], np.cumsum([len(s) for s in spans])]).astype(
+        np.int32)
+    sub.a_matrix_.index_ = indices[taken].astype(np.int32)
+    sub.a_matrix_.value_ = values[taken]
+    sub.integrality_ = [highspy.HighsVarType.kInteger] * len(keep)
+    return sub
+
+
+# the first reduced-cost threshold of ``_solve_highs``, relative to the LP bound: large enough
+# that one restricted solve is usually final on the benchmark's deep programs
+FIRST_GAP = 1e-3
+
+
+def _run_highs(lp: highspy.HighsLp, deadline: float | None) -> highspy.Highs:
+    """One HiGHS solve of ``lp`` (a MIP when it has integrality), exact gaps, one thread."""
     highs = _quiet_highs()
     # restarts cost most of the time on these multiple-choice knapsacks (measured in
     # benchmarks/ilp_solve_time.py) and do not change the optimum
@@ -173,14 +205,52 @@ def _solve_highs(model: _IlpModel, time_limit_s: float | None) -> tuple[str, lis
                           ("mip_abs_gap", 0.0), ("random_seed", 0),
                           ("mip_allow_restart", False)):
         highs.setOptionValue(option, value)
-    if time_limit_s is not None:
-        highs.setOptionValue("time_limit", float(time_limit_s))
+    if deadline is not None:
+        highs.setOptionValue("time_limit", max(deadline - time.perf_counter(), 1e-3))
     highs.passModel(lp)
     highs.run()
-    status = highs.getModelStatus()
-    if status != highspy.HighsModelStatus.kOptimal:
-        return highs.modelStatusToString(status), []
-    return "Optimal", list(highs.getSolution().col_value)
+    return highs
+
+
+def _solve_highs(model: _IlpModel, time_limit_s: float | None) -> tuple[str, list[float]]:
+    """HiGHS in process (Huangfu and Hall 2018), exact, on the columns that can be optimal.
+
+    Reduced-cost fixing (Nemhauser and Wolsey 1988, ch. II.5; Crowder, Johnson and Padberg
+    1983) ahead of the branch and bound: with the LP relaxation's optimum ``lb`` and reduced
+    costs ``d``, every 0/1 solution that takes column ``j`` costs at least ``lb + d[j]``. So
+    the binary program on the columns with ``d[j] <= tau`` is solved; when its optimum ``z``
+    satisfies ``z - lb <= tau``, no left-out column can beat it and ``z`` is the optimum of
+    the whole program; otherwise ``tau`` grows to ``z - lb`` (the next solve is then final)
+    or, when the restricted program is infeasible, fourfold. On the 54-layer x 36-pair
+    benchmark this keeps 143 of 1,944 columns and takes a third of the time of handing HiGHS
+    the whole program (benchmarks/ilp_solve_time.py), with the same optimum.
+    """
+    deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
+    lp = _highs_matrix(model)
+    relaxed = _run_highs(lp, deadline)
+    status = relaxed.getModelStatus()
+    if status != highspy.HighsModelStatus.kOptimal:  # an infeasible LP: so is the program
+        return relaxed.modelStatusToString(status), []
+    lower_bound = relaxed.getInfo().objective_function_value
+    reduced = np.asarray(relaxed.getSolution().col_dual)
+    slack = 1e-9 * (1.0 + abs(lower_bound))  # the LP's dual tolerance, kept on the safe side
+    tau = FIRST_GAP * (1.0 + abs(lower_bound))
+    while True:
+        keep = np.flatnonzero(reduced <= tau + slack)
+        highs = _run_highs(_binary_columns(lp, keep), deadline)
+        status = highs.getModelStatus()
+        whole = len(keep) == len(model.columns)
+        if status == highspy.HighsModelStatus.kOptimal:
+            best = highs.getInfo().objective_function_value
+            if whole or best - lower_bound <= tau:
+                values = np.zeros(len(model.columns))
+                values[keep] = highs.getSolution().col_value
+                return "Optimal", values.tolist()
+            tau = best - lower_bound
+        elif status == highspy.HighsModelStatus.kInfeasible and not whole:
+            tau *= 4
+        else:
+            return highs.modelStatusToString(status), []
 
 
 def _solve_cbc(model: _IlpModel, time_limit_s: float | None) -> tuple[str, list[float]]:

@@ -143,7 +143,10 @@ plt.show()
 # %% [markdown]
 # ## Verdict on the paper's claim
 # LIMPQ claims that its mixed policy beats the uniform policy of the same BitOps after the
-# same fine-tuning. Same schedule and seed for both sides; see `mpqbench/verdict.py`.
+# same fine-tuning. Same schedule and seed for both sides; see `mpqbench/verdict.py`. One
+# training run a side cannot separate the policies from training noise, so the outcome reads
+# "inconclusive (one training seed)"; the grid's `qat_lsq` cells, 2 seeds on `quick`, judge
+# the claim in `results/leaderboard.md`.
 
 # %%
 for v in limpq_verdicts(results, ctx.fp.images):

@@ -94,6 +94,9 @@ plt.show()
 # ## Verdict on the paper's claim
 # SAQ claims better accuracy than plain QAT at the same width and schedule. Each verdict
 # compares the two runs on the same test images; see `mpqbench/verdict.py` for the interval.
+# Each side is one training run, and training noise is larger than that interval, so every
+# outcome here reads "inconclusive (one training seed)"; a judgement needs 2 or more seeds
+# (the grid's `qat_saq` cells on the `paper` profile, `results/leaderboard.md`).
 
 # %%
 verdicts = saq_verdicts(results, splits_images=ctx.fp.images)

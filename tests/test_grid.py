@@ -191,7 +191,9 @@ def test_hawq_v3_keeps_its_widths_and_w_equal_a_at_bitops(tmp_path):
 
 def test_limpq_allocations_are_the_best_policy_by_brute_force(tmp_path, monkeypatch):
     """The stage's indicators, scored I_a(b_a) + alpha I_w(b_w) (activations at 8 bits at a
-    size budget), minimised over every policy of the three searchable layers."""
+    size budget), minimised over every policy of the three searchable layers. The toy
+    indicators tie (2.115 two ways), so the chosen policy must meet the budget and score the
+    brute-force minimum, not be the first minimum found."""
     monkeypatch.chdir(tmp_path)
     ctx = _context(tmp_path)
     frame = _write_limpq_record(ctx, tmp_path)
@@ -201,18 +203,18 @@ def test_limpq_allocations_are_the_best_policy_by_brute_force(tmp_path, monkeypa
         bitops = "bitops_equiv" in spec
         acts = (2, 3, 4, 5, 6) if bitops else (8,)
         choices = [(w, a) for w in (2, 3, 4, 5, 6) for a in acts]
-        best, best_score = None, float("inf")
-        for combo in itertools.product(choices, repeat=len(ctx.searchable)):
-            bits = {**ctx.fixed, **dict(zip(ctx.searchable, combo, strict=True))}
-            if not _meets(ctx, bits, spec):
-                continue
-            score = sum(2.0 * ind[(n, "weight", w)] + (ind[(n, "activation", a)] if bitops
-                                                        else 0.0)
-                        for n, (w, a) in zip(ctx.searchable, combo, strict=True))
-            if score < best_score - 1e-12:
-                best, best_score = bits, score
+
+        def score(bits, bitops=bitops):
+            return sum(2.0 * ind[(n, "weight", bits[n][0])]
+                       + (ind[(n, "activation", bits[n][1])] if bitops else 0.0)
+                       for n in ctx.searchable)
+
+        feasible = [bits for combo in itertools.product(choices, repeat=len(ctx.searchable))
+                    if _meets(ctx, bits := {**ctx.fixed, **dict(zip(ctx.searchable, combo,
+                                                                     strict=True))}, spec)]
+        best_score = min(score(bits) for bits in feasible)
         got = {k: tuple(v) for k, v in doc["budgets"][name]["allocation"]["bits"].items()}
-        assert got == best, name
+        assert got in feasible and score(got) == pytest.approx(best_score, abs=1e-9), name
     assert doc["budgets"]["size8x"]["allocation"]["seconds"]["sensitivity_s"] == 12.5
 
 

@@ -4,6 +4,7 @@ import random
 import pandas as pd
 import pytest
 
+from mpqbench import search as search_module
 from mpqbench.config import load_yaml
 from mpqbench.cost import Budget, LayerCost, cost_summary, layer_costs
 from mpqbench.errors import MpqbenchError
@@ -90,6 +91,62 @@ def test_ilp_matches_brute_force_on_60_random_instances(solver):
         assert result.bits == expected[1]
         checked += 1
     assert checked >= 50
+
+
+def test_the_reduced_cost_restriction_stays_exact_when_its_first_threshold_misses(monkeypatch):
+    """With a first threshold of 1e-12 the restricted programs of ``ilp`` are often infeasible
+    or miss the optimum; growing the threshold until the gap test passes must still give the
+    brute-force optimum on every instance."""
+    monkeypatch.setattr(search_module, "FIRST_GAP", 1e-12)
+    statuses: list[str] = []
+    run = search_module._run_highs
+
+    def spy(lp, deadline):
+        highs = run(lp, deadline)
+        if len(lp.integrality_):
+            statuses.append(highs.modelStatusToString(highs.getModelStatus()))
+        return highs
+
+    monkeypatch.setattr(search_module, "_run_highs", spy)
+    rng = random.Random(0)
+    regrown = 0
+    for trial in range(60):
+        layers, table = _instance(rng, rng.randint(3, 6), CHOICE_SETS[trial % 2])
+        budget = _random_budget(rng, layers, {})
+        expected = _brute_force(layers, table, budget, {})
+        if expected is None:
+            continue
+        statuses.clear()
+        result = search("ilp", table, layers, budget)
+        assert result.objective == pytest.approx(expected[0], rel=1e-9, abs=1e-12)
+        assert result.bits == expected[1]
+        regrown += len(statuses) > 1
+    assert regrown >= 20  # the threshold grew (to the gap of a restricted optimum) that often
+
+
+def test_the_reduced_cost_restriction_grows_past_an_infeasible_restricted_program(monkeypatch):
+    """One layer, three choices: (8, 2) breaks the size limit, (4, 8) the BitOps limit, and
+    the LP mixes them half and half at score 0; (4, 4) at score 1 is the only feasible choice
+    (a hand count), so the first restricted program, without it, is infeasible."""
+    statuses: list[str] = []
+    run = search_module._run_highs
+
+    def spy(lp, deadline):
+        highs = run(lp, deadline)
+        if len(lp.integrality_):
+            statuses.append(highs.modelStatusToString(highs.getModelStatus()))
+        return highs
+
+    monkeypatch.setattr(search_module, "_run_highs", spy)
+    layers = [LayerCost("only", "conv", 2**20, 62_500_000)]
+    table = pd.DataFrame([("only", 8, 2, 0.0), ("only", 4, 8, 0.0), ("only", 4, 4, 1.0)],
+                         columns=["layer", "w_bits", "a_bits", "score"])
+    wide, deep = (cost_summary(layers, {"only": c}) for c in ((8, 2), (4, 8)))
+    budget = Budget(size_mib=(wide["size_mib"] + deep["size_mib"]) / 2,
+                    bitops_g=(wide["bitops_g"] + deep["bitops_g"]) / 2)
+    result = search("ilp", table, layers, budget)
+    assert result.bits == {"only": (4, 4)} and result.objective == 1.0
+    assert statuses[0] == "Infeasible" and statuses[-1] == "Optimal"
 
 
 def test_highs_cbc_and_the_pareto_dp_find_the_same_optimum_on_deep_instances():

@@ -1,11 +1,12 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mpqbench.intervals import paired_bootstrap
 from mpqbench.results import decode_correct, encode_correct
-from mpqbench.verdict import Verdict
+from mpqbench.verdict import ONE_TRAINING_SEED, Verdict, limpq_verdicts, saq_verdicts
 
 
 def test_half_width_is_the_binomial_difference_interval():
@@ -54,3 +55,19 @@ def test_stored_hits_round_trip():
     hits = np.random.default_rng(1).random(1001) < 0.5
     stored = encode_correct(hits)
     assert stored["images"] == 1001 and np.array_equal(decode_correct(stored), hits)
+
+
+def test_the_method_notebooks_one_seed_qat_claims_are_inconclusive_whatever_the_gap():
+    """SAQ and LIMPQ compare one training run a side: a 10-point gap, far outside its
+    test-sampling interval, still reads inconclusive, as in the report (conclusions.py)."""
+    saq = saq_verdicts(pd.DataFrame({"run": ["W2A2-qat_lsq", "W2A2-qat_saq"],
+                                     "top1": [60.0, 70.0]}), splits_images=10_000)
+    limpq = limpq_verdicts(pd.DataFrame({"policy": ["uniform W4A4", "LIMPQ W4A4eq"],
+                                         "top1": [85.0, 75.0]}), images=10_000)
+    for verdict, plain in ((saq, "reproduced"), (limpq, "not reproduced")):
+        assert len(verdict) == 1 and verdict[0].outcome == ONE_TRAINING_SEED
+        assert ONE_TRAINING_SEED in verdict[0].text()
+        # the same numbers as a plain Verdict would have been decided
+        assert Verdict(*(getattr(verdict[0], k) for k in (
+            "claim", "method", "baseline", "method_top1", "baseline_top1", "images"))
+        ).outcome == plain
