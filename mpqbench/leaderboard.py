@@ -259,8 +259,12 @@ def leaderboard_markdown(grid: Grid, allocators: list[str] | None = None,
             lines += [f"### {budget}", ""] + budget_tables(grid, budget, allocators, shown) + [""]
     lines += ["## Each paper's claim on the grid", "",
               "The paired difference (a paired bootstrap over seeds and test images) of the "
-              "claim's side minus its baseline in the same cell; `reproduced` / `not "
-              "reproduced` only when its 95% interval lies above / below zero.", "",
+              "claim's side minus its baseline in the same cell, and each seed's own "
+              "difference; `reproduced` / `not reproduced` only when its 95% interval lies "
+              "above / below zero and every seed's difference has that sign (with 2 seeds the "
+              "bootstrap's draw over seeds is coarse; Student's t over the 2 per-seed "
+              "differences would be far wider). A QAT claim needs 2 or more seeds a side.",
+              "",
               *grid_verdicts(grid), ""]
     return "\n".join(lines) + "\n"
 
@@ -289,21 +293,41 @@ def _outcome(iv: Interval) -> str:
     return "inconclusive"
 
 
-def _verdict_line(claim: str, where: str, iv: Interval | None, seeds: int,
+SEEDS_DISAGREE = "inconclusive (seeds disagree)"
+
+
+def _per_seed(a: Cell, b: Cell) -> list[float]:
+    """top-1(a) - top-1(b) at each seed both ran (points), in seed order."""
+    return [a.runs[s].accuracy["top1"] - b.runs[s].accuracy["top1"]
+            for s in sorted(set(a.runs) & set(b.runs))]
+
+
+def _verdict_line(claim: str, where: str, iv: Interval | None, per_seed: list[float],
                   trained: bool) -> str | None:
-    """One verdict row; a trained (QAT) pair with one seed is inconclusive whatever its
-    test-image interval (``verdict.OneSeedTrainingVerdict`` says why)."""
+    """One verdict row. A trained (QAT) pair with one seed is inconclusive whatever its
+    test-image interval (``verdict.OneSeedTrainingVerdict`` says why). With few seeds
+    the bootstrap's draw over seeds is coarse (two seeds give three distinct draws), so a
+    verdict also needs every seed's own difference on its side of zero: one seed the other
+    way makes it ``inconclusive (seeds disagree)``."""
     if iv is None:
         return None
-    outcome = ONE_TRAINING_SEED if trained and seeds < 2 else _outcome(iv)
-    return (f"| {claim} | {where} | {seeds} | {iv.estimate:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]"
-            f" | {outcome} |")
+    if trained and len(per_seed) < 2:
+        outcome = ONE_TRAINING_SEED
+    else:
+        outcome = _outcome(iv)
+        side = 1.0 if iv.estimate > 0 else -1.0
+        if outcome != "inconclusive" and any(d * side <= 0 for d in per_seed):
+            outcome = SEEDS_DISAGREE
+    each = ", ".join(f"{d:+.2f}" for d in per_seed)
+    return (f"| {claim} | {where} | {len(per_seed)} | {iv.estimate:+.2f} [{iv.low:+.2f}, "
+            f"{iv.high:+.2f}] | {each} | {outcome} |")
 
 
 def grid_verdicts(grid: Grid) -> list[str]:
     """Each paper's claim judged on the grid's cells: a Markdown table, one row per budget
     and protocol where both sides ran; reproduced / not reproduced only when the paired
-    interval excludes 0 and, for QAT, both sides have 2 or more seeds."""
+    interval excludes 0, every seed's own difference is on the same side and, for QAT, both
+    sides have 2 or more seeds."""
     rows = []
     for claim, allocator, baseline, protocols, kind in CLAIMS:
         for budget in grid.budgets:
@@ -315,7 +339,7 @@ def grid_verdicts(grid: Grid) -> list[str]:
                 if a is None or b is None or not a.runs or not b.runs:
                     continue
                 line = _verdict_line(claim, f"{budget}, {protocol}", paired_difference(a, b),
-                                     len(set(a.runs) & set(b.runs)), protocol.startswith("qat"))
+                                     _per_seed(a, b), protocol.startswith("qat"))
                 rows += [line] if line else []
     for (budget, allocator, protocol), cell in sorted(grid.cells.items()):
         if protocol != "qat_saq" or not cell.runs:
@@ -324,13 +348,12 @@ def grid_verdicts(grid: Grid) -> list[str]:
         if plain is None or not plain.runs:
             continue
         line = _verdict_line(SAQ_CLAIM, f"{budget}, {allocator}'s policy",
-                             paired_difference(cell, plain), len(set(cell.runs) & set(plain.runs)),
-                             True)
+                             paired_difference(cell, plain), _per_seed(cell, plain), True)
         rows += [line] if line else []
     if not rows:
         return ["No claim has both of its sides in the grid yet."]
-    return ["| claim | where | seeds | difference (points, 95% interval) | verdict |",
-            "|---|---|---:|---|---|", *rows]
+    return ["| claim | where | seeds | difference (points, 95% interval) | each seed | verdict |",
+            "|---|---|---:|---|---|---|", *rows]
 
 
 def grid_frame_rows(grid: Grid) -> list[dict[str, Any]]:

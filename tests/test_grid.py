@@ -447,3 +447,28 @@ def test_each_claim_is_judged_on_paired_cells():
     one_seed = rows["LIMPQ's policy beats uniform at the same budget @ W3A3eq, qat_lsq"]
     assert "| 1 | -" in one_seed and one_seed.endswith("| inconclusive (one training seed) |")
     assert len(rows) == 5  # no row without both sides (no task_loss or zeroq_kl cells)
+    # each seed's own difference is shown beside the pooled one
+    limpq = rows["LIMPQ's policy beats uniform at the same budget @ W4A4eq, qat_lsq"]
+    each = [float(v) for v in limpq.split(" | ")[4].split(", ")]
+    assert each == pytest.approx([100 * (worse[s].mean() - base[s].mean()) for s in (0, 1, 2)],
+                                 abs=0.006)
+
+
+def test_a_verdict_needs_every_seed_on_its_side_of_zero():
+    """Four seeds ~6 points up and one 1 point down: the pooled bootstrap excludes zero, but
+    one seed the other way makes the claim inconclusive, not reproduced."""
+    rng = np.random.default_rng(2)
+    base = {s: rng.random(2000) < 0.7 for s in range(5)}
+    up = {s: h | (np.arange(2000) < 400) for s, h in base.items()}
+    up[4] = base[4] & (np.arange(2000) >= 20)  # about -0.7 points
+    cells = [_cell("size8x", "task_loss", "ptq-nearest", up),
+             _cell("size8x", "zeroq_kl", "ptq-nearest", base)]
+    grid = Grid({(c.budget, c.allocator, c.protocol): c for c in cells}, {}, ["size8x"],
+                ["task_loss", "zeroq_kl"], ["ptq-nearest"], {"size8x": "size"})
+    header, _, row = grid_verdicts(grid)
+    assert "each seed" in header
+    pooled = paired_difference(cells[0], cells[1])
+    assert pooled.low > 0  # the pooled interval alone would say reproduced
+    each = [float(v) for v in row.split(" | ")[4].split(", ")]
+    assert len(each) == 5 and sum(d < 0 for d in each) == 1
+    assert row.endswith("| inconclusive (seeds disagree) |")
