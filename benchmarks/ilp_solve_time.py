@@ -83,12 +83,14 @@ def main() -> None:
                    "54 x 36 ILP <= 0.08 s; Pareto DP on 54 layers <= 0.1 s.",
                    "HiGHS runs with both MIP gaps at zero and restarts off; CBC through PuLP "
                    "writes an MPS file and starts a subprocess per solve.",
-                   "Where the 54 x 36 ILP's time goes (HiGHS log, 2026-11-27): 0.04 s presolve, "
-                   "which already drops the 810 dominated of 1,944 columns, and 0.12 s of "
-                   "branch and bound (11 nodes, 310 LP iterations) to prove a zero gap; "
-                   "dropping the dominated columns before HiGHS made it slower (0.33 s, 20 "
-                   "nodes), and turning heuristics, symmetry detection or presolve off did not "
-                   "bring it under 0.1 s."])
+                   "HiGHS (`ilp`) first solves the LP relaxation and hands branch and bound only "
+                   "the columns whose reduced cost lies within a gap threshold of the LP bound "
+                   "(reduced-cost fixing; exact: the threshold grows until the restricted "
+                   "optimum's gap is within it): 143 of the 54 x 36 problem's 1,944 columns. "
+                   "Before that (2026-11-27 profile) HiGHS took 0.169 s on the whole program: "
+                   "0.04 s presolve and 0.12 s of branch and bound, half of it in sub-MIP "
+                   "heuristics; the feasibility-jump, RINS and RENS heuristics are off (61 -> "
+                   "33 ms on the restricted program)."])
 
 
 if __name__ == "__main__":
