@@ -9,6 +9,7 @@ from typing import Any
 
 from mpqbench.config import load_yaml
 from mpqbench.errors import MpqbenchError
+from mpqbench.malloc import keep_freed_memory
 
 
 def _parameter(pairs: list[list[str]] | None) -> dict[str, Any]:
@@ -514,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # before any tensor, and inherited by the notebook kernel
     try:
         args.func(args)
     except MpqbenchError as exc:

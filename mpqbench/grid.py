@@ -49,6 +49,7 @@ from mpqbench.context import Context, build_context
 from mpqbench.cost import Budget, cost_summary
 from mpqbench.errors import MpqbenchError
 from mpqbench.limpq import indicator_table
+from mpqbench.malloc import keep_freed_memory
 from mpqbench.naming import protocol_tag, run_id
 from mpqbench.params_schema import check_params
 from mpqbench.protocols import PROTOCOLS, Allocation, run_policy, search_allocation
@@ -451,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--profile", required=True)
         p.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # before the model and data are loaded
     try:
         params = load_params(args.params)
         check_params(params, Path(args.params).resolve().parent)
