@@ -195,8 +195,9 @@ PROFILE = Keys({
 }, required=("device", "finetune", "eval"))
 
 # The comparison grid (issue 16): shared budgets by name, and per protocol the budgets it
-# evaluates and its seeds by profile; ``cut`` names, by profile, the allocators left out of a
-# protocol there (the report marks those cells). Allocator names are checked by
+# evaluates and its seeds by profile; ``cut`` names, by profile, the allocators (or
+# ``allocator@budget`` cells) left out of a protocol there, and ``only`` keeps a budget to the
+# allocators it lists (the report marks both kinds of cells). Allocator names are checked by
 # ``mpqbench.grid`` before any compute (its registry); the cross-references here.
 GRID_CELL = Keys({"budgets": ListOf(str), "seeds": Each(int), "cut": Maybe(Each(ListOf(str))),
                   "only": Maybe(Each(ListOf(str)))},

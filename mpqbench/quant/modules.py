@@ -92,8 +92,10 @@ class StaticQuantizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "on":
-            # torch's fused kernels: one pass, the same values and input gradient as
-            # quantizers.fake_quantize (tests/test_quantizers.py); the scale is not learned
+            # per tensor on the CPU without autograd (evaluation): in-place passes, the
+            # values of torch's kernel (tests/test_fast_quant.py); else torch's fused
+            # kernels: the same values and input gradient as quantizers.fake_quantize
+            # (tests/test_quantizers.py). The scale is not learned.
             if not self.scheme.per_channel and x.device.type == "cpu" and not (
                     torch.is_grad_enabled() and x.requires_grad):
                 return fake_quantize_inference(x, self.scale, float(self.zero_point),
