@@ -237,7 +237,9 @@ def _solve_highs(model: _IlpModel, time_limit_s: float | None) -> tuple[str, lis
         return relaxed.modelStatusToString(status), []
     lower_bound = relaxed.getInfo().objective_function_value
     reduced = np.asarray(relaxed.getSolution().col_dual)
-    slack = 1e-9 * (1.0 + abs(lower_bound))  # the LP's dual tolerance, kept on the safe side
+    # reduced costs come within HiGHS's dual feasibility tolerance (1e-7): columns that far
+    # above the threshold are kept too, so that no column with a true d[j] <= tau is left out
+    slack = 1e-6 * (1.0 + abs(lower_bound))
     tau = FIRST_GAP * (1.0 + abs(lower_bound))
     while True:
         keep = np.flatnonzero(reduced <= tau + slack)
