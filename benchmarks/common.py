@@ -21,12 +21,14 @@ FIGURES_DIR = Path("results/benchmarks")
 keep_freed_memory()  # the benchmarks measure under the settings the pipeline runs with
 
 
-def resnet20_and_cifar(data_dir: str = "data") -> tuple[nn.Module, Splits, str]:
-    """The adapted ResNet-20 when `dvc repro` has made it, else the published weights."""
+def resnet20_and_cifar(data_dir: str = "data", val_size: int = 5000
+                       ) -> tuple[nn.Module, Splits, str]:
+    """The adapted ResNet-20 when `dvc repro` has made it, else the published weights;
+    ``val_size`` train images held out (as the pipeline's ``data.val_size``)."""
     if not (Path(data_dir) / "cifar10" / "meta.json").is_file():
         raise MpqbenchError("run `dvc repro data` (or `python -m mpqbench data --dataset cifar10 "
                             "--out data/cifar10`) before the benchmarks")
-    splits = load_splits("cifar10", data_dir, 5000, 0)
+    splits = load_splits("cifar10", data_dir, val_size, 0)
     checkpoint = Path("checkpoints/resnet20.pt")
     if checkpoint.is_file():
         model, _ = load_fp_model(checkpoint)

@@ -86,7 +86,8 @@ def write_plot_data(runs: list[RunRecord], out_dir: str | Path) -> list[Path]:
 
 
 BENCHMARKS = ("ilp_solve_time", "quant_throughput", "qat_step_cost", "adaround_depth",
-              "ptq_wall_time", "cross_isa", "qat_length")
+              "ptq_wall_time", "cross_isa", "qat_length", "step_profile_cpu",
+              "step_profile_cuda", "paper_grid_cost_cuda")
 
 
 def benchmark_tables(folder: str | Path, names: tuple[str, ...] = BENCHMARKS

@@ -238,3 +238,19 @@ def test_cached_weights_give_bit_identical_outputs_and_follow_every_change(quant
             conv.weight_quantizer.set_bits(2)
         moved = qmodel(x)
     assert not torch.equal(moved, changed) and torch.equal(moved, _uncached_logits(qmodel, x))
+
+
+@pytest.mark.parametrize("quantizer", ["static", "lsq", "multi_lsq"])
+def test_quantizers_are_made_on_the_device_of_the_model(quantizer):
+    """A model already on an accelerator is calibrated there (run_ptq) before any later
+    .to(device): every quantizer tensor must start on the layer's device. The meta device
+    stands in for a GPU here; a buffer left on the CPU would be found."""
+    model = build_model("resnet20", 10).eval().to("meta")
+    layers = layer_costs(build_model("resnet20", 10), SHAPE)
+    options = {"candidates": [2, 4]} if quantizer == "multi_lsq" else {}
+    qmodel = quantize_model(model, uniform_bits(layers, 4, 4), SHAPE, quantizer, quantizer,
+                            **options)
+    tensors = dict(qmodel.named_parameters()) | dict(qmodel.named_buffers())
+    assert any("quantizer" in name for name in tensors)
+    assert {name: t.device.type for name, t in tensors.items()
+            if t.device.type != "meta"} == {}

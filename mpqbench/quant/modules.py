@@ -238,11 +238,14 @@ class MultiBitLsqQuantizer(nn.Module):
 @QUANTIZERS.register("static")
 def _static(role: str, bits: int, module: nn.Module, weight_observer: str = "minmax",
             input_observer: str = "minmax", **_: object) -> nn.Module:
+    # made on the layer's device: set_qparams keeps the buffers' device, so a quantizer made
+    # on the CPU for a layer on a GPU would hold CPU scales after calibration there
+    device = module.weight.device
     if role == "weight":
-        quantizer = StaticQuantizer(weight_scheme(bits), weight_observer)
+        quantizer = StaticQuantizer(weight_scheme(bits), weight_observer).to(device)
         quantizer.calibrate_now(module.weight)
         return quantizer
-    return StaticQuantizer(input_scheme(bits), input_observer)
+    return StaticQuantizer(input_scheme(bits), input_observer).to(device)
 
 
 def _lsq_weight_scheme(bits: int, per_channel: bool) -> QuantScheme:
@@ -255,13 +258,14 @@ def _lsq(role: str, bits: int, module: nn.Module, lsq_per_channel: bool = True,
          positive: str = "abs", **_: object) -> nn.Module:
     """LSQ; ``lsq_per_channel=False`` gives one weight step per layer (LIMPQ, the QAT
     protocols); inputs always have one step, set from the first batch."""
+    device = module.weight.device  # made on the layer's device, as _static
     if role == "weight":
         quantizer = LsqQuantizer(_lsq_weight_scheme(bits, lsq_per_channel),
                                  module.weight.shape[0] if lsq_per_channel else None,
-                                 step_range, weight_init, positive)
+                                 step_range, weight_init, positive).to(device)
         quantizer.init_from(module.weight)
         return quantizer
-    return LsqQuantizer(input_scheme(bits), step_range=step_range, positive=positive)
+    return LsqQuantizer(input_scheme(bits), step_range=step_range, positive=positive).to(device)
 
 
 @QUANTIZERS.register("multi_lsq")
@@ -273,12 +277,12 @@ def _multi_lsq(role: str, bits: int, module: nn.Module, candidates: Iterable[int
         quantizer = MultiBitLsqQuantizer(
             candidates, lambda b: _lsq_weight_scheme(b, lsq_per_channel),
             module.weight.shape[0] if lsq_per_channel else None,
-            step_range=step_range, init=weight_init, positive=positive)
+            step_range=step_range, init=weight_init, positive=positive).to(module.weight.device)
         for b in candidates:
             quantizer.per_bits[str(b)].init_from(module.weight)
     else:
         quantizer = MultiBitLsqQuantizer(candidates, input_scheme, step_range=step_range,
-                                         positive=positive)
+                                         positive=positive).to(module.weight.device)
     quantizer.set_bits(bits)
     return quantizer
 
