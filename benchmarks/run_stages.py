@@ -44,6 +44,8 @@ def run(stages: list[str], note: str | None) -> int:
                  "date": date.today().isoformat()})
     if note:
         data["note"] = note
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")  # --note alone too
     for stage in stages:
         start = time.perf_counter()
         with tempfile.NamedTemporaryFile("r", suffix=".maxrss") as peak_file:
