@@ -455,8 +455,8 @@ def test_each_claim_is_judged_on_paired_cells():
 
 
 def test_a_verdict_needs_every_seed_on_its_side_of_zero():
-    """Four seeds ~6 points up and one 1 point down: the pooled bootstrap excludes zero, but
-    one seed the other way makes the claim inconclusive, not reproduced."""
+    """Four seeds ~6 points up and one ~0.7 points down: the pooled bootstrap excludes zero,
+    but one seed the other way makes the claim inconclusive, not reproduced."""
     rng = np.random.default_rng(2)
     base = {s: rng.random(2000) < 0.7 for s in range(5)}
     up = {s: h | (np.arange(2000) < 400) for s, h in base.items()}
