@@ -36,6 +36,13 @@ def resnet20_and_cifar(data_dir: str = "data", val_size: int = 5000
     return pretrained_model("resnet20", "cifar10", 10), splits, "published weights"
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU's kernels run asynchronously), so that a wall
+    clock read after it measures them; nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def write_figures(name: str, title: str, rows: list[dict], settings: dict | None = None,
                   notes: list[str] | None = None) -> Path:
     """Save one benchmark's figures as ``results/benchmarks/<name>.json``.

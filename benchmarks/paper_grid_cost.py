@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import write_figures
+from benchmarks.common import sync, write_figures
 from mpqbench.checkpoints import load_fp_model
 from mpqbench.config import load_params
 from mpqbench.context import Profile, context_for
@@ -51,17 +51,12 @@ from mpqbench.search import uniform_bits
 MODEL = "resnet20"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(device: torch.device, work: Callable[[], Any]) -> tuple[float, Any]:
     """Wall seconds of ``work()`` with the device's queue drained before and after."""
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     out = work()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start, out
 
 

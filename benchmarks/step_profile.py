@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.common import resnet20_and_cifar, write_figures
+from benchmarks.common import resnet20_and_cifar, sync, write_figures
 from benchmarks.qat_step_cost import FpStep
 from mpqbench.cost import layer_costs
 from mpqbench.qat import qat_model
@@ -33,11 +33,6 @@ from mpqbench.search import uniform_bits
 from mpqbench.train import PlainStep, SaqStep, TrainStep, check_health, qat_parameter_groups
 
 WARMUP, TIMED, PROFILED = 5, 25, 5
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _optimizer(model: nn.Module) -> torch.optim.Optimizer:
@@ -54,12 +49,12 @@ def ms_per_step(model: nn.Module, step: TrainStep, batches: list, device: torch.
         model)
     for i, (x, y) in enumerate(batches):
         if i == WARMUP:
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
         losses = step(model, x, y, optimizer, criterion)
         if health:
             check_health(model, losses, "profile", None, i, quantizers)
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - start) / (len(batches) - WARMUP) * 1e3
 
 
@@ -101,7 +96,7 @@ def main() -> None:
         for i, (x, y) in enumerate(batches[:PROFILED]):
             losses = step(profiled, x, y, optimizer, nn.CrossEntropyLoss())
             check_health(profiled, losses, "profile", None, i, quantizers)
-        _sync(device)
+        sync(device)
     events = prof.key_averages()
     count = {e.key: e.count for e in events}
     busy_us = sum(e.self_device_time_total for e in events) if device.type == "cuda" else None
