@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -37,9 +38,10 @@ import torch
 
 from benchmarks.common import sync, write_figures
 from mpqbench.checkpoints import load_fp_model
-from mpqbench.config import load_params
+from mpqbench.config import load_params, profile_settings
 from mpqbench.context import Profile, context_for
 from mpqbench.data import load_splits
+from mpqbench.errors import MpqbenchError
 from mpqbench.evaluate import evaluate
 from mpqbench.grid import cell_plan, grid_settings
 from mpqbench.limpq import indicator_config, train_indicators
@@ -75,7 +77,11 @@ def served_cells(settings: dict[str, Any], allocations: Path) -> dict[str, int]:
         runs = 0
         for allocator in grid["allocators"]:
             budgets, seeds, skipped = cell_plan(settings, allocator, protocol)
-            doc = json.loads((allocations / f"{allocator}-{MODEL}.json").read_text())
+            path = allocations / f"{allocator}-{MODEL}.json"
+            if not path.is_file():
+                raise MpqbenchError(f"{path} is missing: run `dvc repro allocate@{allocator}-"
+                                    f"{MODEL}` (or pass --allocations FOLDER)")
+            doc = json.loads(path.read_text())
             runs += seeds * sum(1 for b in budgets if b not in skipped
                                 and doc["budgets"][b]["status"] == "ok")
         counts[protocol] = runs
@@ -99,6 +105,12 @@ def main() -> None:
     parser.add_argument("--adaround-iters", type=int, nargs=2, default=[50, 250])
     parser.add_argument("--allocations", default="results/grid/allocations")
     args = parser.parse_args()
+    for name, (short, long) in (("--qat-steps", args.qat_steps),
+                                ("--adaround-iters", args.adaround_iters)):
+        if not 0 < short < long:
+            parser.error(f"{name} takes two lengths, the shorter first (got {short} {long})")
+    served_cells(profile_settings(args.profile, load_params("params.yaml")),
+                 Path(args.allocations))  # the allocations are there, before any compute
 
     params = load_params("params.yaml")
     profile = Profile.from_params(params, args.profile)
@@ -229,4 +241,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MpqbenchError as exc:
+        sys.exit(f"error: {exc}")
