@@ -109,10 +109,10 @@ def main() -> None:
                                 ("--adaround-iters", args.adaround_iters)):
         if not 0 < short < long:
             parser.error(f"{name} takes two lengths, the shorter first (got {short} {long})")
-    served_cells(profile_settings(args.profile, load_params("params.yaml")),
+    params = load_params("params.yaml")
+    served_cells(profile_settings(args.profile, params),
                  Path(args.allocations))  # the allocations are there, before any compute
 
-    params = load_params("params.yaml")
     profile = Profile.from_params(params, args.profile)
     settings = profile.settings
     device = resolve_device(args.device)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
+import sys
 import time
 
 import torch
@@ -25,6 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks.common import resnet20_and_cifar, sync, write_figures
 from benchmarks.qat_step_cost import FpStep
 from mpqbench.cost import layer_costs
+from mpqbench.errors import MpqbenchError
 from mpqbench.qat import qat_model
 from mpqbench.quant.modules import lsq_quantizers
 from mpqbench.quant.policy import default_fixed
@@ -73,6 +75,9 @@ def main() -> None:
     start = time.perf_counter()
     cpu_batches = list(itertools.islice(splits.train.batches(128, shuffle=True, augment=True),
                                         WARMUP + TIMED))
+    if len(cpu_batches) < WARMUP + TIMED:
+        raise MpqbenchError(f"the train split has {len(cpu_batches)} batches of 128, the "
+                            f"profile needs {WARMUP + TIMED}: lower --val-size")
     loader_ms = (time.perf_counter() - start) / len(cpu_batches) * 1e3
     batches = [(x.to(device), y.to(device)) for x, y in cpu_batches]
 
@@ -129,4 +134,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MpqbenchError as exc:
+        sys.exit(f"error: {exc}")
