@@ -8,8 +8,12 @@ Reads ``dvc.lock`` and the checkout, with or without the data present, and repor
 - **inconsistent** results, which fail the check: a committed output (a file or folder of
   ``results/`` or ``checkpoints/`` that git tracks) whose hash is not the lock's, a
   committed output missing, a folder of RunRecords that no locked stage produced, or a
-  RunRecord that does not name the CPU it ran on (listed with the stale stages instead when
-  its stage is stale: the re-run that is due will name it).
+  RunRecord that ``results.validate`` refuses (accuracies outside 0..100, a drop that is not
+  fp_top1 - top1, a cost that is not positive and finite, provenance without commit, CPU,
+  seed or versions, bits outside the candidates): listed with the stale stages instead when
+  its stage is stale, since the re-run that is due rewrites it. A record that was committed
+  with ``dvc commit`` after a hand edit has the lock's hash, so the hash check alone would
+  pass it; the validation does not.
 
 Hashes are DVC 3's: the md5 of a file's bytes; for a folder, the md5 of the JSON list of
 ``{"md5", "relpath"}`` of its files sorted by path, suffixed ``.dir`` (``.dvcignore``'s
@@ -22,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -30,6 +35,8 @@ from pathlib import Path
 import yaml
 
 from mpqbench.config import load_yaml
+from mpqbench.errors import MpqbenchError
+from mpqbench.results import validate
 
 
 def md5_file(path: Path) -> str:
@@ -186,20 +193,36 @@ def check(root: str | Path = ".") -> ResultsCheck:
                                            "delete the folder or run its stage")
             stage = locked_outs[rel] if rel in locked_outs else None
             for record in sorted(folder.glob("*.json")):
-                try:
-                    cpu = json.loads(record.read_text()).get("provenance", {}).get("cpu")
-                except (json.JSONDecodeError, AttributeError):
-                    result.inconsistent.append(f"{record.relative_to(root)} is not a RunRecord")
-                    continue
-                if cpu:
+                problem = record_problem(record)
+                if problem is None:
                     continue
                 if stage in result.stale:  # its re-run is due anyway: listed, not failed
-                    if "records without provenance.cpu" not in result.stale[stage]:
-                        result.stale[stage].append("records without provenance.cpu")
+                    if "records that do not validate" not in result.stale[stage]:
+                        result.stale[stage].append("records that do not validate")
                 else:
-                    result.inconsistent.append(f"{record.relative_to(root)} does not name its "
-                                               "CPU (provenance.cpu); re-run its stage")
+                    result.inconsistent.append(f"{record.relative_to(root)}: {problem}; "
+                                               "re-run its stage")
     return result
+
+
+def record_problem(path: Path) -> str | None:
+    """Why a committed RunRecord file cannot stand, or None: not JSON, a field ``validate``
+    refuses (ranges, drop, costs, provenance, bits), or no git commit in its provenance."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return f"not valid JSON ({exc})"
+    if not isinstance(data, dict) or "run_id" not in data:
+        return "not a RunRecord (no run_id)"
+    try:
+        run = validate(data, path.name)
+    except MpqbenchError as exc:
+        return str(exc).removeprefix(f"{path.name}: ").removesuffix(
+            "; re-run the stage that wrote it")
+    commit = run.provenance.get("git_commit")
+    if not (isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{40}", commit)):
+        return f"provenance.git_commit = {commit!r} names no commit"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import platform
 import subprocess
 import time
@@ -58,6 +59,9 @@ class RunRecord:
 
 REQUIRED_ACCURACY = ("fp_top1", "top1", "top5", "drop")
 REQUIRED_COST = ("size_mib", "bitops_g", "compression_ratio", "mean_w_bits", "mean_a_bits")
+REQUIRED_PROVENANCE = ("git_commit", "cpu", "seed", "versions")
+PERCENT_FIELDS = ("fp_top1", "top1", "top5")
+DROP_TOLERANCE = 0.01  # points: drop is fp_top1 - top1, both as stored
 
 
 def git_state(cwd: str | Path = ".") -> dict[str, Any]:
@@ -140,11 +144,65 @@ def validate(record: dict[str, Any], source: str = "record") -> RunRecord:
         run = RunRecord(**record)
     except TypeError as exc:
         raise MpqbenchError(f"{source}: {exc}") from exc
-    for group, keys in (("accuracy", REQUIRED_ACCURACY), ("cost", REQUIRED_COST)):
+    for group, keys in (("accuracy", REQUIRED_ACCURACY), ("cost", REQUIRED_COST),
+                        ("provenance", REQUIRED_PROVENANCE)):
         missing = [k for k in keys if k not in getattr(run, group)]
         if missing:
             raise MpqbenchError(f"{source}: {group} lacks {missing}")
+    problem = implausible(run)
+    if problem:
+        raise MpqbenchError(f"{source}: {problem}; re-run the stage that wrote it")
     return run
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def implausible(run: RunRecord) -> str | None:
+    """The first field of ``run`` that no real run can hold, named with its value, or None.
+
+    Accuracies are percentages of the test images, ``drop`` is ``fp_top1 - top1``, costs are
+    positive and finite, the provenance names a CPU, package versions and an integer seed, and
+    every searchable layer's bits lie within the record's candidates (the fixed first and last
+    layers excepted; activation widths only where the policy searched them, i.e. varies them).
+    """
+    acc, cost, prov = run.accuracy, run.cost, run.provenance
+    for key in PERCENT_FIELDS:
+        if not _number(acc[key]) or not 0 <= acc[key] <= 100:
+            return f"accuracy.{key} = {acc[key]!r} is not a percentage in 0..100"
+    if acc["top5"] < acc["top1"]:
+        return f"accuracy.top5 = {acc['top5']!r} is below top1 = {acc['top1']!r}"
+    if not _number(acc["drop"]) or abs(acc["drop"] - (acc["fp_top1"] - acc["top1"])) > \
+            DROP_TOLERANCE:
+        return (f"accuracy.drop = {acc['drop']!r} is not fp_top1 - top1 = "
+                f"{acc['fp_top1'] - acc['top1']:.4f}")
+    for key in REQUIRED_COST:
+        if not _number(cost[key]) or cost[key] <= 0:
+            return f"cost.{key} = {cost[key]!r} is not a positive finite number"
+    if not prov.get("cpu") or not prov.get("versions"):
+        return "provenance names no cpu or no package versions"
+    if not isinstance(prov["seed"], int) or isinstance(prov["seed"], bool):
+        return f"provenance.seed = {prov['seed']!r} is not an integer"
+    return _bits_outside_candidates(run)
+
+
+def _bits_outside_candidates(run: RunRecord) -> str | None:
+    policy = run.policy or {}
+    candidates = policy.get("bit_candidates") or run.bit_candidates
+    if not candidates or not policy.get("layers"):
+        return None
+    fixed = set(policy.get("fixed") or [])
+    searched = {name: bits for name, bits in policy["layers"].items() if name not in fixed}
+    a_searched = len({bits["a_bits"] for bits in searched.values()}) > 1
+    for name, bits in searched.items():
+        if bits["w_bits"] not in candidates:
+            return (f"policy layer {name!r} has w_bits {bits['w_bits']}, outside the record's "
+                    f"bit_candidates {candidates}")
+        if a_searched and bits["a_bits"] not in candidates:
+            return (f"policy layer {name!r} has a_bits {bits['a_bits']}, outside the record's "
+                    f"bit_candidates {candidates}")
+    return None
 
 
 def save_run(run: RunRecord, runs_dir: str | Path) -> Path:

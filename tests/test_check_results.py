@@ -16,9 +16,22 @@ WRITER = """import json, pathlib, sys
 out = pathlib.Path("results/runs/toy-a"); out.mkdir(parents=True, exist_ok=True)
 scale = float(sys.argv[1])
 for i in range(2):
-    rec = {"run_id": f"toy-{i}", "top1": scale * i, "provenance": {"cpu": "test CPU"}}
+    top1 = 10 * scale + i
+    rec = {"run_id": f"toy-{i}", "method": "toy", "model": "m", "dataset": "d",
+           "dataset_variant": "d", "protocol": "ptq", "schema_version": 1,
+           "accuracy": {"fp_top1": 90.0, "top1": top1, "top5": 99.0, "drop": 90.0 - top1},
+           "cost": {"size_mib": 0.1, "bitops_g": 1.0, "compression_ratio": 8.0,
+                    "mean_w_bits": 4.0, "mean_a_bits": 8.0},
+           "provenance": {"cpu": "test CPU", "seed": i, "versions": {"torch": "2"},
+                          "git_commit": "0123456789abcdef0123456789abcdef01234567"}}
     (out / f"toy-{i}.json").write_text(json.dumps(rec))
 """
+
+
+def _edit(path, edit):
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record))
 
 
 def _run(cmd, cwd):
@@ -59,7 +72,7 @@ def test_a_changed_dependency_or_param_is_stale_but_not_a_failure(repo):
 
 def test_a_hand_edited_record_fails(repo):
     record = repo / "results/runs/toy-a/toy-1.json"
-    record.write_text(record.read_text().replace("1.5", "1.6"))
+    record.write_text(record.read_text().replace("99.0", "98.0"))
     result = check(repo)
     assert not result.ok
     assert "results/runs/toy-a (toy@a) does not have the hash dvc.lock records" in result.report()
@@ -69,11 +82,36 @@ def test_records_no_stage_produced_and_records_without_a_cpu_fail(repo):
     stray = repo / "results/runs/old-run"
     stray.mkdir()
     (stray / "r.json").write_text(json.dumps({"provenance": {"cpu": "x"}}))
-    rec = repo / "results/runs/toy-a/toy-0.json"
-    rec.write_text(json.dumps({"run_id": "toy-0", "provenance": {"cpu": ""}}))
+    _edit(repo / "results/runs/toy-a/toy-0.json", lambda r: r["provenance"].update(cpu=""))
     report = check(repo).report()
     assert "results/runs/old-run: RunRecords no locked stage produced" in report
-    assert "toy-0.json does not name its CPU" in report
+    assert "toy-0.json: provenance names no cpu or no package versions" in report
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda r: r["accuracy"].update(top1=150.0, drop=-60.0),
+     "accuracy.top1 = 150.0 is not a percentage in 0..100"),
+    (lambda r: r["accuracy"].update(top5=float("nan")),
+     "accuracy.top5 = nan is not a percentage in 0..100"),
+    (lambda r: r["accuracy"].update(drop=3.0), "accuracy.drop = 3.0 is not fp_top1 - top1"),
+    (lambda r: r["cost"].update(size_mib=-5), "cost.size_mib = -5 is not a positive finite"),
+    (lambda r: r.update(provenance={}), "provenance lacks ['git_commit', 'cpu', 'seed', "),
+    (lambda r: r["provenance"].update(git_commit=None), "provenance.git_commit = None names no"),
+    (lambda r: r.update(policy={"bit_candidates": [2, 4], "fixed": [], "layers": {
+        "conv": {"w_bits": 16, "a_bits": 8}}}), "policy layer 'conv' has w_bits 16, outside"),
+])
+def test_a_forged_record_committed_with_dvc_commit_fails(repo, edit, message):
+    """A hand edit that `dvc commit` re-locks has the lock's hash: only validation finds it,
+    and `python -m mpqbench.check_results` (what `make check-results` runs) exits 1."""
+    _edit(repo / "results/runs/toy-a/toy-1.json", edit)
+    _run([DVC, "commit", "-f", "-q"], repo)
+    _run(["git", "commit", "-qam", "forged"], repo)
+    result = check(repo)
+    assert not result.ok
+    assert f"results/runs/toy-a/toy-1.json: {message}" in result.report()
+    done = subprocess.run([sys.executable, "-m", "mpqbench.check_results", str(repo)],
+                          capture_output=True, text=True)
+    assert done.returncode == 1, done.stdout + done.stderr
 
 
 def test_a_declared_stage_never_run_is_stale(repo):
@@ -82,13 +120,12 @@ def test_a_declared_stage_never_run_is_stale(repo):
 
 
 def test_records_without_a_cpu_in_a_stale_stage_are_listed_not_failed(repo):
-    rec = repo / "results/runs/toy-a/toy-0.json"
-    rec.write_text(json.dumps({"run_id": "toy-0", "provenance": {}}))
+    _edit(repo / "results/runs/toy-a/toy-0.json", lambda r: r.update(provenance={}))
     _run([DVC, "commit", "-f", "-q"], repo)  # the lock now records the edited folder
     (repo / "params.yaml").write_text("scale: 3.0\nitems: [a]\n")  # the stage is stale
     result = check(repo)
     assert result.ok, result.report()
-    assert result.stale["toy@a"] == ["param scale", "records without provenance.cpu"]
+    assert result.stale["toy@a"] == ["param scale", "records that do not validate"]
 
 
 def test_outside_a_repository_is_a_clear_error(tmp_path, capsys):

@@ -30,6 +30,10 @@ class DatasetSpec:
     label_key: bytes = b"labels"
     meta_file: str = ""
     class_names_key: bytes = b"label_names"
+    # md5 of every raw pickle (train, test and meta files), checked before it is unpickled:
+    # unpickling runs code, so only the published bytes are read (values as torchvision's
+    # CIFAR10 / CIFAR100 classes list them)
+    file_md5: tuple[tuple[str, str], ...] = ()
     mirror_file: str | None = None
     mirror_sha256: str | None = None
     mirror_variant: str | None = None
@@ -52,6 +56,15 @@ DATASETS.add(
         label_key=b"labels",
         meta_file="batches.meta",
         class_names_key=b"label_names",
+        file_md5=(
+            ("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+            ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+            ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+            ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+            ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+            ("test_batch", "40351d587109b95175f43aff81a1287e"),
+            ("batches.meta", "5ff9c542aee3614f3951f8cda6e48888"),
+        ),
         mirror_file="cifar10-jpeg.tar.gz",
         mirror_sha256="b6723528dd8d02a00bd295e1cb708e1001a088720fe1c12f47e02d66f279720e",
         mirror_variant="cifar10-jpeg",
@@ -73,6 +86,11 @@ DATASETS.add(
         label_key=b"fine_labels",
         meta_file="meta",
         class_names_key=b"fine_label_names",
+        file_md5=(
+            ("train", "16019d7e3df5f24257cddd939b257f8d"),
+            ("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),
+            ("meta", "7973b15100ade9c7d40fb424638fde48"),
+        ),
     ),
 )
 DATASETS.add(

@@ -79,13 +79,26 @@ class RawArrays:
 
 
 def read_cifar_pickles(folder: str | Path, spec: DatasetSpec) -> RawArrays:
-    """Read the official CIFAR python pickles (the torchvision download) from ``folder``."""
+    """Read the official CIFAR python pickles (the torchvision download) from ``folder``.
+
+    Each file's md5 is checked against the published list before it is unpickled (a pickle
+    runs code when loaded), so a file that is not the published one is never read."""
     folder = Path(folder)
+    published = dict(spec.file_md5)
 
     def load(name: str) -> dict:
         path = folder / name
         if not path.is_file():
             raise MpqbenchError(f"{path} is missing; delete {folder} and prepare the data again")
+        if name not in published:
+            raise MpqbenchError(f"{spec.name} lists no published md5 for {name}; refusing to "
+                                f"unpickle {path}")
+        actual = file_digest(path, "md5")
+        if actual != published[name]:
+            raise MpqbenchError(
+                f"{path} is not the published {spec.name} file (md5 {actual}, published "
+                f"{published[name]}); it was not loaded. Delete {folder} and prepare the data "
+                f"again (python -m mpqbench data --dataset {spec.name})")
         with path.open("rb") as f:
             return pickle.load(f, encoding="bytes")
 
