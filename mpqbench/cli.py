@@ -89,29 +89,36 @@ def _model_bits(args: argparse.Namespace, layers, settings: dict[str, Any]):
     """The bits a command runs: ``--policy`` (Policy or RunRecord JSON) or uniform ``--bits``
     with the profile's fixed first and last layers."""
     from mpqbench.cost import parse_wa
-    from mpqbench.quant.policy import fixed_layers
+    from mpqbench.quant.policy import check_bits, fixed_layers
     from mpqbench.search import uniform_bits
 
     if args.policy:
         return _read_policy_bits(args.policy, [layer.name for layer in layers])
     w, a = parse_wa(args.bits)
+    check_bits({"every searchable layer": {"w_bits": w, "a_bits": a}}, f"--bits {args.bits}")
     return uniform_bits(layers, w, a, fixed_layers(layers, settings))
+
+
+def _unweighted_layers(args: argparse.Namespace, settings: dict[str, Any]):
+    """The cost model's layers of ``--model`` (built without weights: nothing is loaded)."""
+    from mpqbench.cost import layer_costs
+    from mpqbench.data import DATASETS
+    from mpqbench.models import build_model
+    from mpqbench.models.zoo import check_model_dataset
+
+    check_model_dataset(args.model, settings["dataset"])
+    spec = DATASETS.get(settings["dataset"])
+    return layer_costs(build_model(args.model, spec.num_classes), spec.input_shape)
 
 
 def cmd_cost(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from mpqbench.cost import cost_summary, layer_costs
-    from mpqbench.data import DATASETS
-    from mpqbench.models import build_model
-    from mpqbench.models.zoo import check_model_dataset
+    from mpqbench.cost import cost_summary
 
     _known_model(args)
     settings = _settings(args)
-    check_model_dataset(args.model, settings["dataset"])
-    spec = DATASETS.get(settings["dataset"])
-    model = build_model(args.model, spec.num_classes)
-    layers = layer_costs(model, spec.input_shape)
+    layers = _unweighted_layers(args, settings)
     bits = _model_bits(args, layers, settings)
     summary = cost_summary(layers, bits)
     table = pd.DataFrame([{
@@ -131,8 +138,8 @@ def cmd_cost(args: argparse.Namespace) -> None:
 
 def cmd_search(args: argparse.Namespace) -> None:
     from mpqbench.cost import Budget
-    from mpqbench.quant.policy import Policy
-    from mpqbench.search import SOLVERS, search
+    from mpqbench.quant.policy import Policy, check_bits, fixed_layers
+    from mpqbench.search import SOLVERS, check_feasible, search
     from mpqbench.sensitivity import METRICS, compute
 
     _known_model(args)
@@ -147,6 +154,12 @@ def cmd_search(args: argparse.Namespace) -> None:
     except ValueError:
         raise MpqbenchError(f"--w-bits {args.w_bits!r}: write integers separated by commas, "
                             f"e.g. 2,3,4,8") from None
+    check_bits({f"candidate W{w}A{args.a_bits}": {"w_bits": w, "a_bits": args.a_bits}
+                for w in bits_choices}, "--w-bits / --a-bits")
+    settings = _settings(args)
+    layers = _unweighted_layers(args, settings)
+    # feasibility from the cost model alone, before the model, the data or the metric
+    check_feasible(layers, budget, bits_choices, [args.a_bits], fixed_layers(layers, settings))
     ctx = _context(args)
     table = compute(args.metric, ctx.sensitivity_context(bits_choices, args.a_bits))
     result = search(args.solver, table.frame, ctx.layers, budget, ctx.fixed)
@@ -162,8 +175,10 @@ def _ptq(args: argparse.Namespace, rounding: str):
     """(context, the PTQ result, bits) for ``ptq`` and ``export``."""
     from mpqbench.ptq import run_ptq
 
+    _known_model(args)
+    settings = _settings(args)
+    bits = _model_bits(args, _unweighted_layers(args, settings), settings)  # before any load
     ctx = _context(args)
-    bits = _model_bits(args, ctx.layers, ctx.settings)
     result = run_ptq(ctx.model, bits, ctx.splits.train, ctx.splits.input_shape, rounding,
                      ctx.profile.ptq, ctx.device, ctx.seed)
     return ctx, result, bits
@@ -267,8 +282,10 @@ def cmd_qat(args: argparse.Namespace) -> None:
     from mpqbench import distributed
     from mpqbench.qat import run_qat
 
+    _known_model(args)
+    settings = _settings(args)
+    bits = _model_bits(args, _unweighted_layers(args, settings), settings)  # before any load
     ctx = _distributed_context(args)
-    bits = _model_bits(args, ctx.layers, ctx.settings)
     options = ({"rho": args.rho, "case": args.case, "every": args.every,
                 "perturb_space": args.perturb_space}
                if args.protocol == "qat_saq" else None)

@@ -63,6 +63,18 @@ def _check_feasible(limits: list[Limit], searchable: list[LayerCost], fixed_laye
                 smallest, "every searchable layer at its cheapest choice"))
 
 
+def check_feasible(layers: list[LayerCost], budget: Budget, w_choices: list[int],
+                   a_choices: list[int], fixed: Bits) -> None:
+    """Refuse ``budget`` when no policy over these candidates meets it, from the cost model
+    alone (seconds before any sensitivity pass): the error names the largest (ratio) or
+    smallest (size, BitOps) value that every searchable layer at its cheapest choice reaches."""
+    searchable = [layer for layer in layers if layer.name not in fixed]
+    fixed_layers = [layer for layer in layers if layer.name in fixed]
+    pairs = [((w, a), 0.0) for w in w_choices for a in a_choices]
+    _check_feasible(budget.limits(layers, fixed), searchable, fixed_layers, fixed,
+                    {layer.name: pairs for layer in searchable})
+
+
 def _prepare(table: pd.DataFrame, layers: list[LayerCost], budget: Budget, fixed: Bits):
     """Checks shared by the solvers: (choices, searchable layers, fixed layers, limits)."""
     choices = _choices(table)

@@ -1,8 +1,9 @@
 """Policy: ``{layer: {"w_bits", "a_bits"}}`` plus metadata, as versioned JSON.
 
 Every method emits one and every protocol accepts any. Loading checks the schema version,
-that every layer exists in the model (when the model's layer names are given) and that every
-bit width lies in 1..32; each error names the layer and the fix.
+that every layer exists in the model (when the model's layer names are given) and every bit
+width (``check_bits``, the one check every command and the records share); each error names
+the layer and the fix.
 """
 
 from __future__ import annotations
@@ -16,6 +17,34 @@ from mpqbench.cost import Bits, LayerCost
 from mpqbench.errors import MpqbenchError
 
 POLICY_SCHEMA_VERSION = 1
+# weights use a signed symmetric grid, which needs a sign bit and one level bit; activations
+# an unsigned affine one, where one bit is two levels
+BIT_RANGE = {"w_bits": (2, 32), "a_bits": (1, 32)}
+
+
+def check_bits(layers: dict[str, dict[str, Any]], source: str = "policy",
+               candidates: list[int] | None = None, fixed: list[str] | None = None) -> None:
+    """Every layer's ``w_bits`` and ``a_bits`` an integer in ``BIT_RANGE``; with
+    ``candidates``, every weight width of a searchable (not ``fixed``) layer one of them, and
+    every activation width too where the policy searched them (they differ between layers)."""
+    for name, bits in layers.items():
+        for key, (low, high) in BIT_RANGE.items():
+            value = bits[key]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise MpqbenchError(
+                    f"{source}: layer {name!r} has {key} = {value!r}; {key} must be an integer "
+                    f"in {low}..{high}" + (" (a signed weight grid needs a sign bit)"
+                                           if key == "w_bits" else ""))
+    if not candidates:
+        return
+    searched = {n: b for n, b in layers.items() if n not in set(fixed or [])}
+    a_searched = len({b["a_bits"] for b in searched.values()}) > 1
+    for name, bits in searched.items():
+        for key in ("w_bits", "a_bits") if a_searched else ("w_bits",):
+            if bits[key] not in candidates:
+                raise MpqbenchError(
+                    f"{source}: layer {name!r} has {key} = {bits[key]}, outside the policy's "
+                    f"bit_candidates {candidates}; pick one of them or widen bit_candidates")
 
 
 @dataclass
@@ -60,12 +89,7 @@ def validate_policy(data: dict[str, Any], layer_names: list[str] | None = None,
     for name, bits in layers.items():
         if not isinstance(bits, dict) or set(bits) != {"w_bits", "a_bits"}:
             raise MpqbenchError(f"{source}: layer {name!r} needs exactly w_bits and a_bits")
-        for key, value in bits.items():
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 32:
-                raise MpqbenchError(
-                    f"{source}: layer {name!r} has {key} = {value!r}; bit widths are integers "
-                    f"in 1..32"
-                )
+    check_bits(layers, source, data.get("bit_candidates"), data.get("fixed"))
     if layer_names is not None:
         unknown = [n for n in layers if n not in set(layer_names)]
         if unknown:
