@@ -244,4 +244,4 @@ if __name__ == "__main__":
     try:
         main()
     except MpqbenchError as exc:
-        sys.exit(f"error: {exc}")
+        sys.exit(f"mpqbench: error: {exc}")

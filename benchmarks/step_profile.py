@@ -137,4 +137,4 @@ if __name__ == "__main__":
     try:
         main()
     except MpqbenchError as exc:
-        sys.exit(f"error: {exc}")
+        sys.exit(f"mpqbench: error: {exc}")

@@ -230,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [name for name in ("dvc.lock", "dvc.yaml", "params.yaml")
                if not (root / name).is_file()]
     if missing:
-        print(f"check-results: {root.resolve()} has no {', '.join(missing)}; run it from the "
-              "repository root (or pass that folder)", file=sys.stderr)
+        print(f"mpqbench: error: check-results: {root.resolve()} has no "
+              f"{', '.join(missing)}; run it from the repository root (or pass that folder)",
+              file=sys.stderr)
         return 2
     result = check(root)
     print(result.report())

@@ -39,12 +39,16 @@ def _checked_params(path: str) -> dict[str, Any]:
 
 
 def cmd_check_params(args: argparse.Namespace) -> None:
+    from mpqbench.preflight import preflight
+
     params = _checked_params(args.params)
+    preflight(params, Path(args.params).parent)
     if args.out:  # the params stage's output: the same bytes whenever the check passes
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("params.yaml passed mpqbench.params_schema.check_params\n")
-    print(f"{args.params}: every key, type and name checked (profile {params['profile']!r})")
+    print(f"{args.params}: every key, type and name checked (profile {params['profile']!r}); "
+          "pinned checkpoints intact; every budget feasible")
 
 
 def _profile(args: argparse.Namespace) -> str:
@@ -231,10 +235,14 @@ def cmd_checkpoint(args: argparse.Namespace) -> None:
 
 def cmd_policy_bank(args: argparse.Namespace) -> None:
     from mpqbench.policy_bank import build_policy_bank
+    from mpqbench.stage_guard import guarded_outputs, watch_parent
 
     ctx = _context(args)
     out = args.out or f"results/policy_bank/{args.model}.json"
-    bank = build_policy_bank(ctx.model, ctx.splits, args.model, ctx.settings, ctx.device, out)
+    watch_parent()
+    with guarded_outputs([out]):  # a failed run leaves the committed bank in place
+        bank = build_policy_bank(ctx.model, ctx.splits, args.model, ctx.settings, ctx.device,
+                                 out)
     drops = [e["drop"] for e in bank["entries"]]
     print(f"{len(drops)} random policies of {args.model}: validation drop "
           f"{min(drops):.2f} to {max(drops):.2f} points; saved {out}")
@@ -322,12 +330,18 @@ def cmd_limpq_indicators(args: argparse.Namespace) -> None:
 
 def cmd_notebook(args: argparse.Namespace) -> None:
     from mpqbench.notebook import run_notebook
+    from mpqbench.stage_guard import guarded_outputs, watch_parent
 
     parameters = _parameter(args.parameter)
     params_file = str(parameters.get("params_file", "params.yaml"))
     if Path(params_file).is_file():
         _checked_params(params_file)
-    path = run_notebook(args.source, args.out, parameters, args.runs)
+    watch_parent()  # a killed `dvc repro` takes this runner and its kernel with it
+    if args.runs is None:  # the report: cheap, and it writes into results/ itself
+        path = run_notebook(args.source, args.out, parameters)
+    else:  # a method stage: its committed records stay until a run succeeds
+        with guarded_outputs([args.runs, args.out]):
+            path = run_notebook(args.source, args.out, parameters, args.runs)
     print(f"executed {args.source} -> {path}")
 
 

@@ -57,6 +57,7 @@ from mpqbench.registry import Registry
 from mpqbench.results import load_runs
 from mpqbench.search import random_bits, uniform_bits
 from mpqbench.sensitivity import SensitivityTable, compute, metric_options, restrict_table
+from mpqbench.stage_guard import guarded_outputs, watch_parent
 from mpqbench.synth import SynthConfig, generate
 
 ALLOCATION_SCHEMA = 1
@@ -458,20 +459,24 @@ def main(argv: list[str] | None = None) -> int:
         check_params(params, Path(args.params).resolve().parent)
         settings = profile_settings(args.profile, params)
         check_names(settings, args.allocator, getattr(args, "protocol", None))
+        watch_parent()  # a killed `dvc repro` takes this process with it
         if args.command == "allocate":
             ctx = build_context(args.model, args.profile, args.params, evaluate_fp=False)
-            allocate(ctx, args.allocator, args.out)
+            with guarded_outputs([args.out]):
+                allocate(ctx, args.allocator, args.out)
             return 0
         if nothing_to_run(settings, args.allocator, args.protocol):
-            cut_cells(settings, args.allocator, args.protocol, args.runs)
+            with guarded_outputs([args.runs]):
+                cut_cells(settings, args.allocator, args.protocol, args.runs)
             return 0
         path = Path(args.allocations, f"{args.allocator}-{args.model}.json")
         load_allocation(path, args.model, args.profile)  # before the model is loaded
         ctx = build_context(args.model, args.profile, args.params)
-        evaluate_cells(ctx, args.allocator, args.protocol, path, args.runs)
+        with guarded_outputs([args.runs]):  # the committed cells stay until every cell ran
+            evaluate_cells(ctx, args.allocator, args.protocol, path, args.runs)
         return 0
     except MpqbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"mpqbench: error: {exc}", file=sys.stderr)
         return 2
 
 

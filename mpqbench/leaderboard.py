@@ -102,6 +102,13 @@ def load_grid(root: str | Path = "results/grid") -> Grid:
     and the allocations' seconds under ``root``."""
     root = Path(root)
     cells: dict[tuple[str, str, str], Cell] = {}
+    for folder in sorted(p for p in root.glob("runs/*") if p.is_dir()):
+        if not (folder / "cells.jsonl").is_file():  # an evaluate stage that did not finish
+            raise MpqbenchError(
+                f"{folder} is incomplete: it holds {len(list(folder.glob('*.json')))} records "
+                f"but no cells.jsonl (its evaluate stage was interrupted); re-run it (dvc "
+                f"repro -s evaluate@{folder.name}) or restore the committed folder (git "
+                f"checkout -- {folder})")
     for listing in sorted(root.glob("runs/*/cells.jsonl")):
         records = {r.run_id: r for r in load_runs(listing.parent)}
         for entry in map(json.loads, listing.read_text().splitlines()):

@@ -30,7 +30,7 @@ REPORT_STAGE = "report"
 
 # stage name -> entry file(s) of the stages that are not a method notebook
 STAGE_ENTRIES: dict[str, list[str]] = {
-    "params": ["mpqbench/params_schema.py"],
+    "params": ["mpqbench/params_schema.py", "mpqbench/preflight.py"],
     "data": ["mpqbench/data/__init__.py"],
     "checkpoint": ["mpqbench/checkpoints.py"],
     "policy_bank": ["mpqbench/policy_bank.py", "mpqbench/context.py"],
@@ -91,8 +91,10 @@ METHOD_STAGE = """\
       outs:
         - results/notebooks/{method}-${{item}}:
             cache: false
+            persist: true   # kept until a run succeeds (mpqbench/stage_guard.py)
         - results/runs/{method}-${{item}}:
             cache: false
+            persist: true   # kept until a run succeeds (mpqbench/stage_guard.py)
 """
 
 

@@ -1,5 +1,7 @@
 import hashlib
 import pickle
+import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from mpqbench.data import (
     stratified_holdout,
     write_cache,
 )
+from mpqbench.data.sources import file_digest
 from mpqbench.errors import MpqbenchError
 
 
@@ -106,12 +109,20 @@ def _write_cifar_pickles(folder, spec, n_train, n_test, classes, rng):
     return images
 
 
+def _publish(monkeypatch, spec, folder):
+    """Stand-in pickles pass the md5 check only once their own digests are the published list."""
+    digests = tuple((p.name, file_digest(p, "md5")) for p in sorted(folder.iterdir()))
+    monkeypatch.setitem(DATASETS._entries, spec.name, replace(spec, file_md5=digests))
+
+
 @pytest.mark.parametrize("name,classes", [("cifar100", 100), ("cifar10", 10)])
-def test_official_pickles_convert_with_the_right_pixel_layout(tmp_path, no_mirror, name, classes):
+def test_official_pickles_convert_with_the_right_pixel_layout(tmp_path, no_mirror, name, classes,
+                                                              monkeypatch):
     spec = DATASETS.get(name)
     rng = np.random.default_rng(0)
     written = _write_cifar_pickles(tmp_path / "raw" / spec.extracted_dir, spec, 250, 40, classes,
                                    rng)
+    _publish(monkeypatch, spec, tmp_path / "raw" / spec.extracted_dir)
     meta = prepare_dataset(name, tmp_path / name, raw_dir=tmp_path / "raw")
     assert meta.variant == name and meta.counts == {"train": 250, "test": 40}
     raw, _ = read_cache(tmp_path / name)
@@ -123,6 +134,40 @@ def test_official_pickles_convert_with_the_right_pixel_layout(tmp_path, no_mirro
     splits = load_splits(name, tmp_path, val_size=classes, seed=0)
     assert len(splits.val) == classes and len(splits.train) == 250 - classes
     assert splits.num_classes == classes
+
+
+class _Payload:
+    """Unpickling this runs ``touch`` on the marker path: what a crafted batch file does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (subprocess.call, (["touch", self.marker],))
+
+
+@pytest.mark.parametrize("content", ["crafted", "random"])
+def test_raw_pickles_that_are_not_the_published_files_are_never_unpickled(tmp_path, no_mirror,
+                                                                          content, capsys):
+    """Without a mirror an existing cifar-10-batches-py folder used to be unpickled unchecked:
+    a crafted batch ran its payload, random bytes gave a raw UnpicklingError traceback."""
+    spec = DATASETS.get("cifar10")
+    folder = tmp_path / "raw" / spec.extracted_dir
+    _write_cifar_pickles(folder, spec, 50, 10, 10, np.random.default_rng(0))
+    marker = tmp_path / "payload-ran"
+    with open(folder / "data_batch_1", "wb") as f:
+        if content == "crafted":
+            pickle.dump(_Payload(marker), f)
+        else:
+            f.write(np.random.default_rng(1).bytes(4096))
+    from mpqbench.cli import main
+
+    assert main(["data", "--dataset", "cifar10", "--out", str(tmp_path / "cifar10")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mpqbench: error: ") and len(err.strip().splitlines()) == 1
+    assert "data_batch_1 is not the published cifar10 file (md5 " in err
+    assert "it was not loaded. Delete" in err and "python -m mpqbench data --dataset cifar10" in err
+    assert not marker.exists(), "the pickle's payload ran"
 
 
 def test_damaged_cache_names_the_rebuild_command(tmp_path):

@@ -384,6 +384,13 @@ def test_leaderboard_from_a_grid_folder(tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(MpqbenchError, match="mixes 2 configurations"):
         load_grid(root)
+    # a folder an interrupted evaluate stage left (records, no cells.jsonl) is an error that
+    # names it, never a blank cell
+    path.unlink()
+    (records / "cells.jsonl").unlink()
+    with pytest.raises(MpqbenchError, match=r"uniform-ptq-nearest-toy is incomplete: it holds 1 "
+                                            r"records but no cells.jsonl"):
+        load_grid(root)
 
 
 def test_the_readme_leaderboard_is_the_one_the_committed_grid_gives(tmp_path):

@@ -19,10 +19,11 @@ if value < 0:
 '''
 
 RECORD = '''
-from mpqbench.results import RunRecord, save_run
+from mpqbench.results import RunRecord, provenance, save_run
 cost = dict(size_mib=1.0, bitops_g=1.0, compression_ratio=1.0, mean_w_bits=32.0, mean_a_bits=32.0)
 acc = dict(fp_top1=1.0, top1=1.0, top5=1.0, drop=0.0)
-save_run(RunRecord("t", "m", "r", "d", "v", "p", cost=cost, accuracy=acc), runs_dir)
+save_run(RunRecord("t", "m", "r", "d", "v", "p", cost=cost, accuracy=acc,
+                   provenance=provenance(0, "smoke", "cpu")), runs_dir)
 '''
 
 

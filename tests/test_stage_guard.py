@@ -1,0 +1,191 @@
+"""Committed outputs survive a failed, interrupted or orphaned stage (mpqbench/stage_guard.py),
+and the params stage refuses a corrupt pinned checkpoint before DVC touches anything."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mpqbench.errors import MpqbenchError
+from mpqbench.stage_guard import SET_ASIDE, _children, guarded_outputs
+
+REPO = Path(__file__).resolve().parents[1]
+DVC = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
+
+
+def _committed(root: Path) -> dict[Path, bytes]:
+    files = {
+        root / "runs/a.json": b'{"run": "a"}\n',
+        root / "runs/b.json": b'{"run": "b"}\n',
+        root / "out/nb.ipynb": b"{}\n",
+    }
+    for path, data in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return files
+
+
+def _unchanged(files: dict[Path, bytes], root: Path) -> None:
+    for path, data in files.items():
+        assert path.read_bytes() == data, f"{path} was changed"
+    for folder in ("runs", "out"):
+        assert sorted(p.name for p in (root / folder).iterdir()) == sorted(
+            p.name for p in files if p.parent.name == folder), f"{folder} gained or lost files"
+
+
+def test_a_failed_run_puts_the_committed_outputs_back_and_keeps_its_own(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    files = _committed(tmp_path)
+    with pytest.raises(MpqbenchError, match=r"boom \[the committed outputs are back in place; "
+                                            r"what this run wrote is in .set-aside/failed/runs/\]"):
+        with guarded_outputs(["runs", "out"]):
+            assert not Path("runs").exists()  # the run starts from nothing, as under DVC
+            Path("runs").mkdir()
+            Path("runs/partial.json").write_text("{}")
+            raise MpqbenchError("boom")
+    _unchanged(files, tmp_path)
+    assert (SET_ASIDE / "failed/runs/runs/partial.json").is_file()
+
+
+def test_an_interrupt_restores_too_and_a_success_replaces(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    files = _committed(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        with guarded_outputs(["runs", "out"]):
+            raise KeyboardInterrupt
+    _unchanged(files, tmp_path)
+    with guarded_outputs(["runs", "out"]):
+        Path("runs").mkdir()
+        Path("runs/new.json").write_text("{}")
+    assert [p.name for p in Path("runs").iterdir()] == ["new.json"]
+    assert not Path("out").exists()  # the run wrote none: DVC then reports it missing
+    assert not (SET_ASIDE / "runs").exists()
+
+
+def test_outputs_a_killed_run_left_aside_come_back_first(tmp_path, monkeypatch):
+    """`kill -9` skips every handler: the next run of the stage restores before it starts."""
+    monkeypatch.chdir(tmp_path)
+    files = _committed(tmp_path)
+    aside = SET_ASIDE / "runs"
+    aside.mkdir(parents=True)
+    Path("runs").rename(aside / "runs")
+    Path("runs").mkdir()
+    Path("runs/half-written.json").write_text("{")
+    with pytest.raises(MpqbenchError, match="again"):
+        with guarded_outputs(["runs", "out"]):
+            raise MpqbenchError("again")
+    _unchanged(files, tmp_path)
+
+
+def test_a_second_run_of_the_same_stage_is_refused_while_one_is_alive(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _committed(tmp_path)
+    with guarded_outputs(["runs"]):
+        with pytest.raises(MpqbenchError, match=rf"another run of this stage \(pid {os.getpid()}\)"
+                                                r" is writing its outputs"):
+            with guarded_outputs(["runs"]):
+                pass
+
+
+SLEEPER = '''# %% tags=["parameters"]
+runs_dir = "runs"
+# %%
+import pathlib, time
+pathlib.Path(runs_dir).mkdir(parents=True, exist_ok=True)
+pathlib.Path("started").write_text("yes")
+time.sleep(120)
+'''
+
+
+def test_a_killed_parent_takes_the_runner_and_its_kernel_with_it(tmp_path):
+    """`kill -9` of `dvc repro` used to orphan the runner and its kernel, which kept writing
+    beside the next run. Here a shell stands in for DVC: it starts the runner and is killed."""
+    files = _committed(tmp_path)
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MPQBENCH_PROGRESS": "off"}
+    shell = subprocess.Popen(
+        ["sh", "-c", f"{sys.executable} -m mpqbench notebook sleeper.py --out out --runs runs "
+                     "& wait"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "started").exists():
+        assert time.time() < deadline, "the notebook never started"
+        time.sleep(0.5)
+    (runner,) = [pid for pid in _children(shell.pid) if _parent(pid) == shell.pid]
+    started = _children(runner)
+    assert started, "the runner started no kernel"
+    os.kill(shell.pid, signal.SIGKILL)
+    shell.wait()
+    deadline = time.time() + 60
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)
+              for pid in [runner, *started]):
+        assert time.time() < deadline, "the runner or its kernel outlived its parent"
+        time.sleep(0.5)
+    _unchanged(files, tmp_path)
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
+def _pipeline_copy(tmp_path: Path) -> dict[str, bytes]:
+    """The real dvc.yaml, params.yaml and package in a fresh git + DVC repository, with the
+    uniform stage's committed outputs and the pinned checkpoint (one byte flipped)."""
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(REPO / name, tmp_path / name)
+    for folder in ("mpqbench", "notebooks", "user_models"):
+        shutil.copytree(REPO / folder, tmp_path / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([DVC, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "checkpoints").mkdir()
+    for name in ("resnet20.pt", "resnet20.pt.sha256"):
+        shutil.copy(REPO / "checkpoints" / name, tmp_path / "checkpoints" / name)
+    weights = bytearray((tmp_path / "checkpoints/resnet20.pt").read_bytes())
+    weights[len(weights) // 2] ^= 0xFF
+    (tmp_path / "checkpoints/resnet20.pt").write_bytes(bytes(weights))
+    (tmp_path / "data/cifar10").mkdir(parents=True)
+    (tmp_path / "data/cifar10/meta.json").write_text("{}")
+    committed = {"results/params-check.txt": (REPO / "results/params-check.txt").read_bytes()}
+    for folder in ("results/runs/uniform-resnet20", "results/notebooks/uniform-resnet20"):
+        for path in sorted((REPO / folder).iterdir()):
+            committed[f"{folder}/{path.name}"] = path.read_bytes()
+    for rel, data in committed.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    return committed
+
+
+@pytest.mark.parametrize("single", [True, False], ids=["repro -s stage", "repro stage"])
+def test_a_flipped_byte_in_the_pinned_checkpoint_removes_no_committed_record(tmp_path, single):
+    """With -s the stage itself runs and fails on the checkpoint's checksum, its outputs
+    persisted and set aside; without it the params stage refuses first and nothing runs (the
+    checkpoint stage would otherwise rebuild the pinned weights)."""
+    committed = _pipeline_copy(tmp_path)
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "PYTHONPATH": str(tmp_path), "MPQBENCH_PROGRESS": "off"}
+    args = ["repro", "-s", "uniform@resnet20"] if single else ["repro", "uniform@resnet20"]
+    result = subprocess.run([DVC, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "checkpoints/resnet20.pt is corrupt" in output
+    if not single:
+        assert "restore the committed copy with `git checkout -- checkpoints/resnet20.pt" in output
+    for rel, data in committed.items():
+        assert (tmp_path / rel).is_file(), f"{rel} was removed"
+        assert (tmp_path / rel).read_bytes() == data, f"{rel} was changed"
+    assert sorted(p.name for p in (tmp_path / "results/runs/uniform-resnet20").iterdir()) == \
+        sorted(Path(rel).name for rel in committed if rel.startswith("results/runs/"))
