@@ -38,6 +38,8 @@ from mpqbench.config import load_yaml
 from mpqbench.errors import MpqbenchError
 from mpqbench.results import validate
 
+PINNED = "checkpoints/"  # outputs committed so that a clone never rebuilds them
+
 
 def md5_file(path: Path) -> str:
     digest = hashlib.md5()
@@ -179,8 +181,12 @@ def check(root: str | Path = ".") -> ResultsCheck:
             elif md5_path(path) != out.get("md5"):
                 result.inconsistent.append(
                     f"{out['path']} ({name}) does not have the hash dvc.lock records: it was "
-                    f"changed by hand or by a run whose dvc.lock was not committed; re-run "
-                    f"`dvc repro -s {name}` and commit its outputs with dvc.lock")
+                    f"changed by hand or by a run whose dvc.lock was not committed; "
+                    + (f"restore the pinned copy with `git checkout -- {out['path']}` (a "
+                       f"rebuild would re-run every stage below it)"
+                       if out["path"].startswith(PINNED) else
+                       f"restore it with `git checkout -- {out['path']}`, or re-run "
+                       f"`dvc repro -s {name}` and commit its outputs with dvc.lock"))
     for name in sorted(declared - set(lock)):
         result.stale.setdefault(name, []).append("never run (not in dvc.lock)")
     for runs in (root / "results" / "runs", root / "results" / "grid" / "runs"):

@@ -105,8 +105,9 @@ def load_fp_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     The file's sha256 is checked against the one written beside it (``NAME.pt.sha256``).
     """
     path = Path(path)
-    fix = ("rebuild it with `dvc repro checkpoint` (or restore the committed copy: "
-           f"`git checkout -- {path} {checksum_path(path)}`)")
+    # the committed copy first: a rebuild re-runs every stage below the checkpoint
+    fix = (f"restore the committed copy with `git checkout -- {path} {checksum_path(path)}` "
+           "(or, to rebuild it on purpose, `dvc repro checkpoint`)")
     if not path.is_file():
         raise MpqbenchError(
             f"no FP checkpoint at {path}; build it with `dvc repro checkpoint` "

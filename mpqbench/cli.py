@@ -235,8 +235,10 @@ def cmd_checkpoint(args: argparse.Namespace) -> None:
 
 def cmd_policy_bank(args: argparse.Namespace) -> None:
     from mpqbench.policy_bank import build_policy_bank
+    from mpqbench.preflight import preflight
     from mpqbench.stage_guard import guarded_outputs, watch_parent
 
+    preflight(_checked_params(args.params), Path(args.params).parent)
     ctx = _context(args)
     out = args.out or f"results/policy_bank/{args.model}.json"
     watch_parent()
@@ -330,12 +332,13 @@ def cmd_limpq_indicators(args: argparse.Namespace) -> None:
 
 def cmd_notebook(args: argparse.Namespace) -> None:
     from mpqbench.notebook import run_notebook
+    from mpqbench.preflight import preflight
     from mpqbench.stage_guard import guarded_outputs, watch_parent
 
     parameters = _parameter(args.parameter)
     params_file = str(parameters.get("params_file", "params.yaml"))
-    if Path(params_file).is_file():
-        _checked_params(params_file)
+    if Path(params_file).is_file():  # `dvc repro -s` skips the params stage: checked here too
+        preflight(_checked_params(params_file), Path(params_file).parent)
     watch_parent()  # a killed `dvc repro` takes this runner and its kernel with it
     if args.runs is None:  # the report: cheap, and it writes into results/ itself
         path = run_notebook(args.source, args.out, parameters)

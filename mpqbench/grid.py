@@ -52,6 +52,7 @@ from mpqbench.limpq import indicator_table
 from mpqbench.malloc import keep_freed_memory
 from mpqbench.naming import protocol_tag, run_id
 from mpqbench.params_schema import check_params
+from mpqbench.preflight import preflight
 from mpqbench.protocols import PROTOCOLS, Allocation, run_policy, search_allocation
 from mpqbench.registry import Registry
 from mpqbench.results import load_runs
@@ -457,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params)
         check_params(params, Path(args.params).resolve().parent)
+        preflight(params, Path(args.params).resolve().parent)  # `dvc repro -s` skips params
         settings = profile_settings(args.profile, params)
         check_names(settings, args.allocator, getattr(args, "protocol", None))
         watch_parent()  # a killed `dvc repro` takes this process with it

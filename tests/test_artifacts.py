@@ -54,7 +54,8 @@ def test_every_corruption_is_refused_with_the_file_and_the_fix(checkpoint, damag
         path.write_text("this is not a checkpoint")
     with pytest.raises(MpqbenchError, match=(
             rf"{path} is corrupt: its sha256 is [0-9a-f]{{12}}\.\.\., the one recorded beside "
-            rf"it is [0-9a-f]{{12}}\.\.\.; rebuild it with `dvc repro checkpoint`")):
+            rf"it is [0-9a-f]{{12}}\.\.\.; restore the committed copy with `git checkout -- "
+            rf"{path} {path}.sha256`")):
         load_fp_model(path)
 
 

@@ -76,6 +76,7 @@ def test_a_hand_edited_record_fails(repo):
     result = check(repo)
     assert not result.ok
     assert "results/runs/toy-a (toy@a) does not have the hash dvc.lock records" in result.report()
+    assert "restore it with `git checkout -- results/runs/toy-a`" in result.report()
 
 
 def test_records_no_stage_produced_and_records_without_a_cpu_fail(repo):

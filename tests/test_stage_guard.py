@@ -189,3 +189,60 @@ def test_a_flipped_byte_in_the_pinned_checkpoint_removes_no_committed_record(tmp
         assert (tmp_path / rel).read_bytes() == data, f"{rel} was changed"
     assert sorted(p.name for p in (tmp_path / "results/runs/uniform-resnet20").iterdir()) == \
         sorted(Path(rel).name for rel in committed if rel.startswith("results/runs/"))
+
+
+def _with_budget(params_text: str) -> str:
+    """params.yaml with the first-order method's first budget out of reach (ResNet-20 reaches
+    15.81x at most with 2-bit weights and the fixed layers at 8 bits)."""
+    old = "      - {compression_ratio: 8}\n      - {compression_ratio: 10.67}\n"
+    assert old in params_text
+    return params_text.replace(old, "      - {compression_ratio: 100}\n"
+                                    "      - {compression_ratio: 10.67}\n", 1)
+
+
+def test_preflight_names_the_budget_its_path_and_the_largest_feasible_value():
+    from mpqbench.config import load_params
+    from mpqbench.params_schema import check_params
+    from mpqbench.preflight import budget_uses, preflight
+
+    params = load_params(REPO / "params.yaml")
+    check_params(params, REPO)
+    preflight(params, REPO)  # the shipped file passes
+    wheres = {use.where for use in budget_uses(params)}
+    assert {"method_cfg.first_order_ptq.budgets[0]", "method_cfg.limpq.budgets[1]",
+            "budgets.W3A3eq", "profiles.quick.policy_bank.budget"} <= wheres
+    params["method_cfg"]["first_order_ptq"]["budgets"][0] = {"compression_ratio": 100}
+    with pytest.raises(MpqbenchError, match=r"params.yaml method_cfg.first_order_ptq.budgets\[0\] "
+                                            r"for resnet20: budget compression_ratio 100x is "
+                                            r"infeasible: the largest feasible value is 15.8105x"):
+        preflight(params, REPO)
+
+
+@pytest.mark.parametrize("single", [True, False], ids=["repro -s stage", "repro stage"])
+def test_an_infeasible_budget_stops_the_pipeline_before_any_metric_runs(tmp_path, single):
+    """It used to pass check-params and fail after 1,039 s of metrics, 19 committed records
+    deleted. Now the params stage (or, under -s, the runner) refuses before the notebook starts.
+    """
+    committed = _pipeline_copy(tmp_path)
+    shutil.copy(REPO / "checkpoints/resnet20.pt", tmp_path / "checkpoints/resnet20.pt")  # intact
+    for path in sorted((REPO / "results/runs/first_order_ptq-resnet20").iterdir()):
+        rel = f"results/runs/first_order_ptq-resnet20/{path.name}"
+        committed[rel] = path.read_bytes()
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(committed[rel])
+    params = tmp_path / "params.yaml"
+    params.write_text(_with_budget(params.read_text()))
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "PYTHONPATH": str(tmp_path), "MPQBENCH_PROGRESS": "off"}
+    stage = "first_order_ptq@resnet20"
+    args = ["repro", "-s", stage] if single else ["repro", stage]
+    result = subprocess.run([DVC, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert ("params.yaml method_cfg.first_order_ptq.budgets[0] for resnet20: budget "
+            "compression_ratio 100x is infeasible: the largest feasible value is 15.8105x"
+            ) in output
+    assert not (tmp_path / SET_ASIDE / "failed").exists(), "the notebook started"
+    for rel, data in committed.items():
+        assert (tmp_path / rel).read_bytes() == data, f"{rel} was changed or removed"
