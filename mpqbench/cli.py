@@ -141,10 +141,13 @@ def cmd_cost(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
+    """The first-order comparison's search, run as its notebook runs it: candidates and metric
+    options from the profile (``method_cfg.first_order_ptq`` with ``profiles.<p>.sensitivity``
+    on top) unless given here, every input checked before the model, data or metric load."""
     from mpqbench.cost import Budget
     from mpqbench.quant.policy import Policy, check_bits, fixed_layers
     from mpqbench.search import SOLVERS, check_feasible, search
-    from mpqbench.sensitivity import METRICS, compute
+    from mpqbench.sensitivity import METRICS, compute, metric_options
 
     _known_model(args)
     METRICS.get(args.metric)
@@ -153,19 +156,25 @@ def cmd_search(args: argparse.Namespace) -> None:
     if bad:
         raise MpqbenchError(f"--budget {bad[0]!r}: write KEY=VALUE, e.g. compression_ratio=8")
     budget = Budget.from_dict(dict(_parameter([pair.split("=", 1) for pair in args.budget])))
+    settings = _settings(args)
+    cfg = (settings.get("method_cfg") or {}).get("first_order_ptq") or {}
     try:
-        bits_choices = sorted(int(b) for b in args.w_bits.split(","))
+        bits_choices = (sorted(int(b) for b in args.w_bits.split(",")) if args.w_bits
+                        else sorted(cfg.get("bits") or [2, 3, 4, 5, 6, 8]))
     except ValueError:
         raise MpqbenchError(f"--w-bits {args.w_bits!r}: write integers separated by commas, "
                             f"e.g. 2,3,4,8") from None
-    check_bits({f"candidate W{w}A{args.a_bits}": {"w_bits": w, "a_bits": args.a_bits}
+    a_bits = args.a_bits if args.a_bits is not None else int(cfg.get("a_bits", 8))
+    check_bits({f"candidate W{w}A{a_bits}": {"w_bits": w, "a_bits": a_bits}
                 for w in bits_choices}, "--w-bits / --a-bits")
-    settings = _settings(args)
     layers = _unweighted_layers(args, settings)
     # feasibility from the cost model alone, before the model, the data or the metric
-    check_feasible(layers, budget, bits_choices, [args.a_bits], fixed_layers(layers, settings))
+    check_feasible(layers, budget, bits_choices, [a_bits], fixed_layers(layers, settings))
+    options = metric_options(settings, cfg, args.metric)
+    print(f"{args.metric} on profile {_profile(args)!r} with {options or 'its defaults'}; "
+          f"W in {bits_choices}, A{a_bits}")
     ctx = _context(args)
-    table = compute(args.metric, ctx.sensitivity_context(bits_choices, args.a_bits))
+    table = compute(args.metric, ctx.sensitivity_context(bits_choices, a_bits), **options)
     result = search(args.solver, table.frame, ctx.layers, budget, ctx.fixed)
     policy = Policy.from_bits(result.bits, "cli-search", budget=budget.describe(),
                               bit_candidates=bits_choices, fixed=sorted(ctx.fixed))
@@ -342,6 +351,10 @@ def cmd_notebook(args: argparse.Namespace) -> None:
     watch_parent()  # a killed `dvc repro` takes this runner and its kernel with it
     if args.runs is None:  # the report: cheap, and it writes into results/ itself
         path = run_notebook(args.source, args.out, parameters)
+        if args.hide_input:
+            from mpqbench.report import render_without_code
+
+            render_without_code(path, path.with_suffix(".html"))
     else:  # a method stage: its committed records stay until a run succeeds
         with guarded_outputs([args.runs, args.out]):
             path = run_notebook(args.source, args.out, parameters, args.runs)
@@ -445,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the executed .ipynb and .html")
     p.add_argument("--runs", default=None, help="folder the notebook must write RunRecords to")
     p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"))
+    p.add_argument("--hide-input", action="store_true",
+                   help="render the HTML without code cells (the report; needs no --runs)")
     p.set_defaults(func=cmd_notebook)
 
     p = sub.add_parser("report", formatter_class=fmt,
@@ -517,8 +532,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", action="append", required=True, metavar="KEY=VALUE",
                    help="a budget limit, e.g. compression_ratio=8 or bitops_equiv=W4A4 "
                         "(repeatable)")
-    p.add_argument("--w-bits", default="2,3,4,5,6,8", help="weight-bit candidates")
-    p.add_argument("--a-bits", type=int, default=8, help="activation bits of searched layers")
+    p.add_argument("--w-bits", default=None,
+                   help="weight-bit candidates, e.g. 2,3,4,8 (default: the profile's "
+                        "method_cfg.first_order_ptq.bits)")
+    p.add_argument("--a-bits", type=int, default=None,
+                   help="activation bits of searched layers (default: the profile's "
+                        "method_cfg.first_order_ptq.a_bits)")
     p.add_argument("--out", required=True, help="the Policy JSON to write")
     p.set_defaults(func=cmd_search)
 

@@ -111,9 +111,10 @@ def accuracy_vs_cost(frame: pd.DataFrame, model: str, x: str = "size_mib"):
     fp = frame[(frame.model == model) & (frame.method == "fp")]
     if len(fp):
         ax.axhline(fp.top1.iloc[0], color="grey", linestyle="--", label="FP")
-    ax.set_xlabel({"size_mib": "weight size (MiB)", "bitops_g": "BitOps (G)"}.get(x, x))
+    label = {"size_mib": "weight size (MiB)", "bitops_g": "BitOps (G)"}.get(x, x)
+    ax.set_xlabel(label)
     ax.set_ylabel("test top-1 (%)")
-    ax.set_title(f"{model}: every run (PTQ and QAT), {x}")
+    ax.set_title(f"{model}: test top-1 against {label}, every run (PTQ and QAT)")
     ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return fig

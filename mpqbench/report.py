@@ -120,3 +120,34 @@ def write_metrics(metrics: dict[str, dict[str, float]], folder: str | Path) -> l
         path.write_text(json.dumps(values, indent=1, sort_keys=True) + "\n")
         written.append(path)
     return written
+
+
+# what a reader sees instead of a column's key (units in brackets)
+COLUMN_LABELS = {
+    "top1": "top-1 (%)", "top5": "top-5 (%)", "fp_top1": "FP top-1 (%)", "drop": "drop (points)",
+    "size_mib": "weight size (MiB)", "bitops_g": "BitOps (G)", "compression_ratio": "x smaller",
+    "mean_w_bits": "mean W bits", "mean_a_bits": "mean A bits", "seconds": "metric cost (s)",
+    "search_s": "search (s)", "protocol_s": "protocol (s)", "total_s": "total (s)",
+    "spearman": "Spearman rho", "kendall": "Kendall tau", "policies": "policies",
+    "within_bar": "within the bar",
+}
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as a reader gets it: no column or row that is empty everywhere (NaN or None),
+    columns under their human labels (``COLUMN_LABELS``)."""
+    shown = frame.dropna(axis=1, how="all").dropna(axis=0, how="all")
+    return shown.rename(columns={k: v for k, v in COLUMN_LABELS.items() if k in shown.columns})
+
+
+def render_without_code(notebook: str | Path, html: str | Path) -> Path:
+    """The executed ``notebook`` as HTML with its code cells and prompts left out: a report
+    reads as text, tables and figures (its source is the jupytext file beside it)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    Path(html).write_text(body, encoding="utf-8")
+    return Path(html)

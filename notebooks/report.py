@@ -29,7 +29,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from mpqbench.comparison import (
     allocator_protocol_matrix,
@@ -44,7 +44,13 @@ from mpqbench.comparison import (
 from mpqbench.conclusions import write_conclusions, write_glance
 from mpqbench.leaderboard import grid_frame_rows, load_grid, write_leaderboard
 from mpqbench.plots import accuracy_vs_cost, bits_tables, grid_pareto
-from mpqbench.report import benchmark_tables, write_metrics, write_plot_data, write_summary
+from mpqbench.report import (
+    benchmark_tables,
+    readable,
+    write_metrics,
+    write_plot_data,
+    write_summary,
+)
 from mpqbench.results import load_runs
 
 runs = load_runs(runs_dir) if Path(runs_dir).is_dir() else []
@@ -58,6 +64,15 @@ print(f"{len(runs)} RunRecords; methods: {sorted(set(frame.method)) if len(frame
       f"profiles: {sorted(set(frame.profile)) if len(frame) else []}")
 
 # %% [markdown]
+# ## At a glance: each paper's claim, its verdict and the numbers
+# One row a claim (the README's table): both top-1 values (%), the difference in points with
+# its 95% interval, and the verdict; the sections below give the grid, the figures and the
+# costs behind them.
+
+# %%
+display(Markdown(write_glance(runs, Path(out_dir) / "glance.md")))  # the README's table
+
+# %% [markdown]
 # ## The leaderboard: every allocator through every protocol at the shared budgets
 # From the comparison grid (`results/grid/`, stages `allocate@` and `evaluate@`): per budget,
 # allocators as rows and protocols as columns, mean top-1 with its 95% interval over seeds,
@@ -67,7 +82,7 @@ print(f"{len(runs)} RunRecords; methods: {sorted(set(frame.method)) if len(frame
 
 # %%
 grid = load_grid(grid_dir)
-print(write_leaderboard(Path(out_dir) / "leaderboard.md", grid))
+display(Markdown(write_leaderboard(Path(out_dir) / "leaderboard.md", grid)))
 
 # %% [markdown]
 # ### The grid's cells against their cost, with intervals, and the bits they chose
@@ -94,8 +109,7 @@ for budget in grid.budgets if grid_runs is not None and len(grid_runs) else []:
 # `results/conclusions.md`, which the README links to.
 
 # %%
-write_glance(runs, Path(out_dir) / "glance.md")  # the README's table (`report --readme`)
-print(write_conclusions(runs, Path(out_dir) / "conclusions.md"))
+display(Markdown(write_conclusions(runs, Path(out_dir) / "conclusions.md")))
 
 # %% [markdown]
 # ## Accuracy against size and BitOps
@@ -118,8 +132,7 @@ for model in sorted(set(frame.model)) if len(frame) else []:
 
 # %%
 for family, table in allocator_protocol_matrix(frame).items():
-    print(f"{family} budgets")
-    display(table)
+    display(Markdown(f"**{family} budgets**"), readable(table))
 
 # %% [markdown]
 # ## Bits per layer at each budget two or more allocators share
@@ -138,7 +151,7 @@ for budget in shared_budgets(frame):
 # drop of the same random policies (the policy bank), and the table's cost where known.
 
 # %%
-metric_quality(frame)
+readable(metric_quality(frame))
 
 # %% [markdown]
 # ## Paper against reproduced
@@ -147,7 +160,7 @@ metric_quality(frame)
 # source gives it.
 
 # %%
-paper_vs_reproduced(frame)
+readable(paper_vs_reproduced(frame))
 
 # %% [markdown]
 # ## Cost of each method
@@ -155,7 +168,7 @@ paper_vs_reproduced(frame)
 # summed seconds of all a method's runs, on the device each record names.
 
 # %%
-method_costs(frame)
+readable(method_costs(frame))
 
 # %% [markdown]
 # ## Cost of the suite's own parts
@@ -165,5 +178,4 @@ method_costs(frame)
 
 # %%
 for title, table in benchmark_tables(benchmarks_dir).items():
-    print(title)
-    display(table)
+    display(Markdown(f"**{title}**"), readable(table))

@@ -1,5 +1,6 @@
 """The committed rendered notebooks read cleanly: no stderr boxes, no column of only NaN."""
 
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -42,7 +43,7 @@ class _Tables(HTMLParser):
 
 
 def nan_only_columns(html: str) -> list[int]:
-    """Indexes of data columns whose every body cell is NaN or empty, over all tables."""
+    """Indexes of data columns whose every body cell is NaN, None or empty, over all tables."""
     parser = _Tables()
     parser.feed(html)
     found = []
@@ -52,7 +53,7 @@ def nan_only_columns(html: str) -> list[int]:
             continue
         for col in range(max(len(row) for row in rows)):
             cells = [row[col] for row in rows if col < len(row)]
-            if cells and all(cell in ("NaN", "nan", "") for cell in cells):
+            if cells and all(cell in ("NaN", "nan", "None", "") for cell in cells):
                 found.append(col)
     return found
 
@@ -76,3 +77,30 @@ def test_rendered_notebook_has_no_stderr_and_no_nan_only_column(path):
             if "<table" in html:
                 assert not nan_only_columns(html), (
                     f"{path.name} cell {i}: a table column holds only NaN")
+
+
+PIPE_ROW = re.compile(r"^\s*\|.*\|\s*$", re.MULTILINE)
+
+
+def pipe_tables_as_text(html: str) -> list[str]:
+    """Markdown pipe-table rows that reached the page as preformatted text (a printed table)
+    rather than as an HTML table."""
+    return [row.strip() for block in re.findall(r"<pre>(.*?)</pre>", html, re.DOTALL)
+            for row in PIPE_ROW.findall(block)]
+
+
+def test_the_checks_find_a_printed_pipe_table_and_a_none_column():
+    assert pipe_tables_as_text("<pre>| a | b |\n|---|---|\n| 1 | 2 |</pre>") == [
+        "| a | b |", "|---|---|", "| 1 | 2 |"]
+    assert nan_only_columns("<table><tbody><tr><td>1</td><td>None</td></tr></tbody></table>") \
+        == [1]
+
+
+def test_the_committed_report_reads_as_a_report():
+    """results/report.html: no code cells, every table an HTML table (no Markdown printed as
+    text), no column empty in every row."""
+    html = (REPO / "results" / "report.html").read_text()
+    assert "hl-ipython3" not in html, "code cells are shown"  # nbconvert's highlighted source
+    assert not pipe_tables_as_text(html), "a Markdown table is printed as text"
+    assert not nan_only_columns(html), "a table column is empty in every row"
+    assert html.count("<table") >= 5, "the leaderboard and conclusions should be tables"
