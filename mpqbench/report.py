@@ -140,6 +140,12 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
     return shown.rename(columns={k: v for k, v in COLUMN_LABELS.items() if k in shown.columns})
 
 
+def as_section(markdown: str) -> str:
+    """A generated Markdown page shown inside the report: its own ``# title`` left out, since
+    the report's section heading names it already."""
+    return markdown.split("\n", 1)[1].lstrip("\n") if markdown.startswith("# ") else markdown
+
+
 def render_without_code(notebook: str | Path, html: str | Path) -> Path:
     """The executed ``notebook`` as HTML with its code cells and prompts left out: a report
     reads as text, tables and figures (its source is the jupytext file beside it)."""

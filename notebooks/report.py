@@ -45,6 +45,7 @@ from mpqbench.conclusions import write_conclusions, write_glance
 from mpqbench.leaderboard import grid_frame_rows, load_grid, write_leaderboard
 from mpqbench.plots import accuracy_vs_cost, bits_tables, grid_pareto
 from mpqbench.report import (
+    as_section,
     benchmark_tables,
     readable,
     write_metrics,
@@ -82,7 +83,7 @@ display(Markdown(write_glance(runs, Path(out_dir) / "glance.md")))  # the README
 
 # %%
 grid = load_grid(grid_dir)
-display(Markdown(write_leaderboard(Path(out_dir) / "leaderboard.md", grid)))
+display(Markdown(as_section(write_leaderboard(Path(out_dir) / "leaderboard.md", grid))))
 
 # %% [markdown]
 # ### The grid's cells against their cost, with intervals, and the bits they chose
@@ -109,7 +110,7 @@ for budget in grid.budgets if grid_runs is not None and len(grid_runs) else []:
 # `results/conclusions.md`, which the README links to.
 
 # %%
-display(Markdown(write_conclusions(runs, Path(out_dir) / "conclusions.md")))
+display(Markdown(as_section(write_conclusions(runs, Path(out_dir) / "conclusions.md"))))
 
 # %% [markdown]
 # ## Accuracy against size and BitOps
