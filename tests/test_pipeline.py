@@ -1,8 +1,8 @@
 """The real pipeline on the smoke profile, in a temporary copy of the repository."""
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
