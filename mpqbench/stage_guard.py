@@ -108,15 +108,26 @@ def guarded_outputs(outputs: list[str | Path]) -> Iterator[None]:
         handle.close()
 
 
+SHELLS = {"sh", "bash", "dash", "zsh", "fish", "ksh"}
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(command name, parent pid) of ``pid`` from /proc, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 1:]
+    return name, int(rest.split()[1])
+
+
 def _children(pid: int) -> list[int]:
     """Every descendant of ``pid`` (Linux /proc; none elsewhere)."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
+        found = _stat(int(stat.parent.name))
+        if found is not None:
+            parents[int(stat.parent.name)] = found[1]
     found, frontier = [], [pid]
     while frontier:
         current = frontier.pop()
@@ -130,19 +141,34 @@ def _raise_exit(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
-def watch_parent(every_s: float = 1.0) -> None:
-    """End this process, and every process it started, once its parent has died.
+def _links() -> list[tuple[int, int]]:
+    """(process, its parent) pairs whose break means the ``dvc repro`` above us died: this
+    process and its parent, and, when that parent is a shell (DVC runs a command through
+    ``$SHELL -c`` and a shell may stay in between), the shell and its own parent."""
+    links = [(os.getpid(), os.getppid())]
+    parent = _stat(os.getppid())
+    if parent is not None and parent[0] in SHELLS:
+        links.append((os.getppid(), parent[1]))
+    return links
 
-    A daemon thread compares ``os.getppid()`` with its value now; when the parent is gone the
-    descendants (a notebook kernel) are killed and SIGTERM is sent to this process, whose
-    handler raises SystemExit in the main thread, so ``guarded_outputs`` puts the committed
-    outputs back on the way out."""
-    parent = os.getppid()
+
+def watch_parent(every_s: float = 1.0) -> None:
+    """End this process, and every process it started, once the process that started it has
+    died.
+
+    A daemon thread checks the links of ``_links`` every ``every_s``; when one breaks (the
+    parent, or the shell between it and DVC, was re-parented) the descendants (a notebook
+    kernel) are killed and SIGTERM is sent to this process, whose handler raises SystemExit in
+    the main thread, so ``guarded_outputs`` puts the committed outputs back on the way out."""
+    links = _links()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_exit)
 
+    def intact() -> bool:
+        return all((_stat(pid) or ("", -1))[1] == parent for pid, parent in links)
+
     def watch() -> None:
-        while os.getppid() == parent:
+        while intact():
             time.sleep(every_s)
         for pid in _children(os.getpid()):
             try:

@@ -102,21 +102,34 @@ time.sleep(120)
 '''
 
 
-def test_a_killed_parent_takes_the_runner_and_its_kernel_with_it(tmp_path):
+# DVC runs a stage's command as `$SHELL -c CMD`; bash then replaces itself with the command,
+# but a shell may also stay between DVC and the runner (here: a second command after it)
+LAUNCHERS = {
+    "runner under DVC": "import subprocess, sys, time\nsubprocess.Popen(sys.argv[1:])\n"
+                        "time.sleep(300)\n",
+    "shell between": "import subprocess, sys, time\nsubprocess.Popen(['bash', '-c', "
+                     "' '.join(sys.argv[1:]) + '; echo done'])\ntime.sleep(300)\n",
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_a_killed_parent_takes_the_runner_and_its_kernel_with_it(tmp_path, launcher):
     """`kill -9` of `dvc repro` used to orphan the runner and its kernel, which kept writing
-    beside the next run. Here a shell stands in for DVC: it starts the runner and is killed."""
+    beside the next run. A Python process stands in for DVC: it starts the runner (directly,
+    or through a shell that stays) and is killed."""
     files = _committed(tmp_path)
     (tmp_path / "sleeper.py").write_text(SLEEPER)
     env = {**os.environ, "PYTHONPATH": str(REPO), "MPQBENCH_PROGRESS": "off"}
     shell = subprocess.Popen(
-        ["sh", "-c", f"{sys.executable} -m mpqbench notebook sleeper.py --out out --runs runs "
-                     "& wait"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+        [sys.executable, "-c", LAUNCHERS[launcher], sys.executable, "-m", "mpqbench",
+         "notebook", "sleeper.py", "--out", "out", "--runs", "runs"], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (tmp_path / "started").exists():
         assert time.time() < deadline, "the notebook never started"
         time.sleep(0.5)
-    (runner,) = [pid for pid in _children(shell.pid) if _parent(pid) == shell.pid]
+    (runner,) = [pid for pid in _children(shell.pid)
+                 if _cmdline(pid)[:1] == [sys.executable] and "notebook" in _cmdline(pid)]
     started = _children(runner)
     assert started, "the runner started no kernel"
     os.kill(shell.pid, signal.SIGKILL)
@@ -127,6 +140,10 @@ def test_a_killed_parent_takes_the_runner_and_its_kernel_with_it(tmp_path):
         assert time.time() < deadline, "the runner or its kernel outlived its parent"
         time.sleep(0.5)
     _unchanged(files, tmp_path)
+
+
+def _cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
 
 
 def _parent(pid: int) -> int:
