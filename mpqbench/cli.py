@@ -386,7 +386,6 @@ def cmd_overlay(args: argparse.Namespace) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from mpqbench.config import load_params
     from mpqbench.data import DATASETS
     from mpqbench.models import MODELS
     from mpqbench.ptq import ROUNDINGS
@@ -395,12 +394,16 @@ def cmd_list(args: argparse.Namespace) -> None:
     from mpqbench.search import SOLVERS
     from mpqbench.sensitivity import METRICS
 
-    for kind, registry in (("models", MODELS), ("datasets", DATASETS), ("metrics", METRICS),
+    params = _checked_params(args.params) if Path(args.params).is_file() else None
+    user = sorted((params or {}).get("user_models") or {})  # registered by the check
+    shipped = [name for name in MODELS.names() if name not in user]
+    print(f"{'models:':12s}", ", ".join(shipped))
+    print(f"{'user models:':12s}", ", ".join(user) or "(none in params.yaml user_models)")
+    for kind, registry in (("datasets", DATASETS), ("metrics", METRICS),
                            ("solvers", SOLVERS), ("quantizers", QUANTIZERS),
                            ("observers", OBSERVERS), ("roundings", ROUNDINGS)):
         print(f"{kind + ':':12s}", ", ".join(registry.names()))
-    if Path(args.params).is_file():
-        params = load_params(args.params)
+    if params is not None:
         print(f"{'profiles:':12s}", ", ".join(sorted(params["profiles"])))
         print(f"{'methods:':12s}", ", ".join(sorted(params.get("method_cfg") or {})))
 
@@ -560,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "list", formatter_class=fmt,
-        help="registered models, datasets, metrics, solvers, ...; profiles and runs")
+        help="shipped and user models, datasets, metrics, solvers, ...; profiles and methods")
     p.add_argument("--params", default="params.yaml", help="the params file")
     p.set_defaults(func=cmd_list)
     return parser

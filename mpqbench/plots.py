@@ -193,3 +193,26 @@ def grid_pareto(rows: pd.DataFrame, family: str):
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def training_loss(runs: list) -> plt.Figure:
+    """Every trained run's loss curve (the one its RunRecord keeps), one panel a stage's
+    method (and the grid), one line a run: the training curves a reader compares."""
+    groups: dict[str, list] = {}
+    for run in runs:
+        if (run.extra or {}).get("loss_curve"):
+            groups.setdefault(run.method, []).append(run)
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5 * max(len(groups), 1), 3.6),
+                             squeeze=False)
+    for ax, (method, members) in zip(axes[0], sorted(groups.items()), strict=False):
+        for run in sorted(members, key=lambda r: r.run_id):
+            curve = pd.DataFrame(run.extra["loss_curve"])
+            ax.plot(curve.step, curve.loss, linewidth=0.8, alpha=0.8,
+                    label=run.run_id.removeprefix(f"{method}-"))
+        ax.set_title(f"{method}: {len(members)} trained runs")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("training loss")
+        if len(members) <= 12:
+            ax.legend(fontsize=5)
+    fig.tight_layout()
+    return fig

@@ -106,17 +106,26 @@ def benchmark_tables(folder: str | Path, names: tuple[str, ...] = BENCHMARKS
     return tables
 
 
-def write_metrics(metrics: dict[str, dict[str, float]], folder: str | Path) -> list[Path]:
-    """One small JSON file a run (``<run_id>.json``: its metrics) under ``folder``, after
-    removing the files of runs that are gone: the report stage's DVC metrics directory."""
+def write_metrics(metrics: dict[str, dict[str, float]], folder: str | Path,
+                  family_of: dict[str, str] | None = None) -> list[Path]:
+    """One small JSON file a run (``[<family>/]<run_id>.json``: its metrics) under ``folder``,
+    after removing the files of runs that are gone: the report stage's DVC metrics directory.
+    With ``family_of`` (run id -> its stage's method, ``grid`` for the grid's cells) each
+    family gets its folder, so ``dvc metrics show folder/<family>`` is one small table."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.json"):
-        if stale.stem not in metrics:
+    paths = {run_id: folder / (family_of or {}).get(run_id, "") / f"{run_id}.json"
+             for run_id in metrics}
+    for stale in folder.rglob("*.json"):
+        if stale not in paths.values():
             stale.unlink()
+    for empty in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+        if not any(empty.iterdir()):
+            empty.rmdir()
     written = []
     for run_id, values in metrics.items():
-        path = folder / f"{run_id}.json"
+        path = paths[run_id]
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values, indent=1, sort_keys=True) + "\n")
         written.append(path)
     return written
@@ -138,6 +147,12 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
     columns under their human labels (``COLUMN_LABELS``)."""
     shown = frame.dropna(axis=1, how="all").dropna(axis=0, how="all")
     return shown.rename(columns={k: v for k, v in COLUMN_LABELS.items() if k in shown.columns})
+
+
+def as_section(markdown: str) -> str:
+    """A generated Markdown page shown inside the report: its own ``# title`` left out, since
+    the report's section heading names it already."""
+    return markdown.split("\n", 1)[1].lstrip("\n") if markdown.startswith("# ") else markdown
 
 
 def render_without_code(notebook: str | Path, html: str | Path) -> Path:

@@ -2,6 +2,7 @@
 
     python -m mpqbench.scale_out -j 2 --grid            # every allocate@ and evaluate@ stage
     python -m mpqbench.scale_out -j 2 STAGE [STAGE ...]
+    python -m mpqbench.scale_out --executor slurm -j 8 --grid   # Slurm job arrays (submitit)
 
 Each worker runs ``dvc --wait-for-lock repro -s STAGE``: DVC holds its repository lock only
 while it checks and records a stage and releases it while the stage's command runs, so the
@@ -109,13 +110,24 @@ def run_parallel(stages: list[str], jobs: int, repo_root: str | Path = ".",
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mpqbench.config import load_yaml
+    from mpqbench.errors import MpqbenchError
+    from mpqbench.executors import EXECUTORS, RunRequest, run_stages
+
     parser = argparse.ArgumentParser(prog="python -m mpqbench.scale_out",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("stages", nargs="*", help="stage names (`dvc stage list`)")
-    parser.add_argument("-j", "--jobs", type=int, default=2, help="workers (default 2)")
+    parser.add_argument("-j", "--jobs", type=int, default=2,
+                        help="workers, or jobs of an array at once (default 2)")
     parser.add_argument("--grid", action="store_true",
                         help="every allocate@ and evaluate@ stage of dvc.yaml")
-    parser.add_argument("--log", default=None, help="JSON lines: each stage's start and end")
+    parser.add_argument("--executor", default="local",
+                        help=f"where stages run: {', '.join(EXECUTORS.names())} (default local)")
+    parser.add_argument("--profile", default=None,
+                        help="whose resources configs/cluster.yaml gives a job (default: "
+                             "params.yaml's profile)")
+    parser.add_argument("--log", default=None, help="JSON lines: each stage's start and end "
+                                                    "(local executor)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be 1 or more")
@@ -124,7 +136,16 @@ def main(argv: list[str] | None = None) -> int:
         stages += [s for s in stage_graph() if s.startswith(GRID_PREFIXES) and s not in stages]
     if not stages:
         parser.error("name stages or pass --grid")
-    status = run_parallel(stages, args.jobs, log=args.log)
+    try:
+        EXECUTORS.get(args.executor)
+        if args.executor == "local":
+            status = run_parallel(stages, args.jobs, log=args.log)
+        else:
+            profile = args.profile or load_yaml(Path("params.yaml").read_text())["profile"]
+            status = run_stages(args.executor, RunRequest(stages, ".", args.jobs, profile))
+    except MpqbenchError as exc:
+        print(f"mpqbench: error: {exc}", file=sys.stderr)
+        return 2
     failed = sorted(s for s, rc in status.items() if rc != 0)
     if failed:
         print(f"{len(failed)} of {len(stages)} stages failed or were not run: "

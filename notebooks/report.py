@@ -43,8 +43,9 @@ from mpqbench.comparison import (
 )
 from mpqbench.conclusions import write_conclusions, write_glance
 from mpqbench.leaderboard import grid_frame_rows, load_grid, write_leaderboard
-from mpqbench.plots import accuracy_vs_cost, bits_tables, grid_pareto
+from mpqbench.plots import accuracy_vs_cost, bits_tables, grid_pareto, training_loss
 from mpqbench.report import (
+    as_section,
     benchmark_tables,
     readable,
     write_metrics,
@@ -55,9 +56,12 @@ from mpqbench.results import load_runs
 
 runs = load_runs(runs_dir) if Path(runs_dir).is_dir() else []
 frame = run_frame(runs)
+grid_records = load_runs(Path(grid_dir) / "runs") if (Path(grid_dir) / "runs").is_dir() else []
 write_summary(runs_dir, out_dir)
-write_plot_data(runs, Path(out_dir) / "plots")  # `dvc plots show`: training-loss curves
-write_metrics(run_metrics(frame), Path(out_dir) / "metrics" / "runs")  # `dvc metrics show`
+write_plot_data(runs, Path(out_dir) / "plots")  # the training-loss curves as data
+# `dvc metrics show results/metrics/runs/<family>`: one small table a stage's method
+write_metrics(run_metrics(run_frame(runs + grid_records)), Path(out_dir) / "metrics" / "runs",
+              {r.run_id: r.method for r in runs + grid_records})
 figures = Path(out_dir) / "figures"
 figures.mkdir(parents=True, exist_ok=True)
 print(f"{len(runs)} RunRecords; methods: {sorted(set(frame.method)) if len(frame) else []}; "
@@ -82,7 +86,7 @@ display(Markdown(write_glance(runs, Path(out_dir) / "glance.md")))  # the README
 
 # %%
 grid = load_grid(grid_dir)
-display(Markdown(write_leaderboard(Path(out_dir) / "leaderboard.md", grid)))
+display(Markdown(as_section(write_leaderboard(Path(out_dir) / "leaderboard.md", grid))))
 
 # %% [markdown]
 # ### The grid's cells against their cost, with intervals, and the bits they chose
@@ -93,7 +97,7 @@ for family in sorted(set(grid_rows.family)) if len(grid_rows) else []:
     fig = grid_pareto(grid_rows, family)
     fig.savefig(figures / f"grid-{family}.png", dpi=120, bbox_inches="tight")
     plt.show()
-grid_runs = run_frame(load_runs(Path(grid_dir) / "runs")) if Path(grid_dir).is_dir() else None
+grid_runs = run_frame(grid_records) if grid_records else None
 for budget in grid.budgets if grid_runs is not None and len(grid_runs) else []:
     tables = {key: bits_at_budget(grid_runs, budget, key) for key in ("w_bits", "a_bits")}
     if tables["w_bits"].empty:  # no searched policy ran at this budget (uniform only, or none)
@@ -109,7 +113,17 @@ for budget in grid.budgets if grid_runs is not None and len(grid_runs) else []:
 # `results/conclusions.md`, which the README links to.
 
 # %%
-display(Markdown(write_conclusions(runs, Path(out_dir) / "conclusions.md")))
+display(Markdown(as_section(write_conclusions(runs, Path(out_dir) / "conclusions.md"))))
+
+# %% [markdown]
+# ## Training curves
+# The loss of every trained run (QAT, LIMPQ's fine-tuning, the grid's QAT cells), one panel a
+# method; also what `dvc plots show` displays.
+
+# %%
+fig = training_loss(runs + grid_records)
+fig.savefig(figures / "training-loss.png", dpi=120, bbox_inches="tight")
+plt.show()
 
 # %% [markdown]
 # ## Accuracy against size and BitOps

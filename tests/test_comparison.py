@@ -127,6 +127,15 @@ def test_the_dvc_metrics_hold_every_runs_accuracy_and_cost(tmp_path):
     written = write_metrics(metrics, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
     assert json.loads((tmp_path / "lq-r8.json").read_text())["top1"] == 87.0
+    # by family: one folder each, `dvc metrics show <folder>/<family>` a small table
+    (tmp_path / "old-family").mkdir()
+    (tmp_path / "old-family" / "gone.json").write_text("{}")
+    family_of = {run_id: "grid" if run_id.startswith("u-") else "methods" for run_id in metrics}
+    written = write_metrics(metrics, tmp_path, family_of)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.json")) == \
+        sorted(p.relative_to(tmp_path).as_posix() for p in written)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid", "methods"]
+    assert json.loads((tmp_path / "methods" / "lq-r8.json").read_text())["top1"] == 87.0
 
 
 def _qat(run_id, top1, rho=None, steps=100, bits=4, method="saq", seed=0, **options):

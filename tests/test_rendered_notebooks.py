@@ -104,3 +104,26 @@ def test_the_committed_report_reads_as_a_report():
     assert not pipe_tables_as_text(html), "a Markdown table is printed as text"
     assert not nan_only_columns(html), "a table column is empty in every row"
     assert html.count("<table") >= 5, "the leaderboard and conclusions should be tables"
+
+
+def test_dvc_plots_are_committed_images_that_render_offline(tmp_path):
+    """`dvc plots show` used to render blank without network (its charting library comes
+    from a CDN) and wrote an un-ignored dvc_plots/: the plots are now the report's images."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    assert plots and all(isinstance(p, str) and p.endswith(".png") for p in plots), plots
+    for path in plots:
+        assert (REPO / path).stat().st_size > 10_000, path
+    assert "dvc_plots/" in (REPO / ".gitignore").read_text().splitlines()
+    dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
+    out = tmp_path / "plots"
+    subprocess.run([dvc, "plots", "show", "-o", str(out)], cwd=REPO, check=True,
+                   capture_output=True)
+    page = (out / "index.html").read_text()
+    assert "http://" not in page and "https://" not in page
+    assert page.count("<img") == len(plots)

@@ -102,3 +102,11 @@ def test_the_checkpoint_stage_and_ptq_accept_it_by_name(repo, cifar_cache, capsy
     assert (root / "checkpoints/tiny_cnn.pt").is_file()
     assert main(["ptq", "--model", "tiny_cnn", "--profile", "smoke", "--bits", "W4A8"]) == 0
     assert "PTQ nearest tiny_cnn: test top-1" in capsys.readouterr().out
+
+
+def test_list_shows_the_shipped_and_the_user_models(repo, capsys):
+    assert main(["list"]) in (0, None)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "user models: tiny_cnn"
+    assert lines[0].startswith("models:") and "resnet20" in lines[0]
+    assert "tiny_cnn" not in lines[0]
