@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from mpqbench.errors import MpqbenchError
+from mpqbench.quant.policy import check_bits
 
 SCHEMA_VERSION = 1
 PIPELINE_OUTPUTS = ("results", "dvc.lock")
@@ -188,20 +189,15 @@ def implausible(run: RunRecord) -> str | None:
 
 
 def _bits_outside_candidates(run: RunRecord) -> str | None:
+    """``quant.policy.check_bits`` on the record's policy: its message, or None."""
     policy = run.policy or {}
-    candidates = policy.get("bit_candidates") or run.bit_candidates
-    if not candidates or not policy.get("layers"):
+    if not policy.get("layers"):
         return None
-    fixed = set(policy.get("fixed") or [])
-    searched = {name: bits for name, bits in policy["layers"].items() if name not in fixed}
-    a_searched = len({bits["a_bits"] for bits in searched.values()}) > 1
-    for name, bits in searched.items():
-        if bits["w_bits"] not in candidates:
-            return (f"policy layer {name!r} has w_bits {bits['w_bits']}, outside the record's "
-                    f"bit_candidates {candidates}")
-        if a_searched and bits["a_bits"] not in candidates:
-            return (f"policy layer {name!r} has a_bits {bits['a_bits']}, outside the record's "
-                    f"bit_candidates {candidates}")
+    try:
+        check_bits(policy["layers"], "policy", policy.get("bit_candidates") or run.bit_candidates,
+                   policy.get("fixed"))
+    except MpqbenchError as exc:
+        return str(exc)
     return None
 
 

@@ -99,7 +99,8 @@ def test_records_no_stage_produced_and_records_without_a_cpu_fail(repo):
     (lambda r: r.update(provenance={}), "provenance lacks ['git_commit', 'cpu', 'seed', "),
     (lambda r: r["provenance"].update(git_commit=None), "provenance.git_commit = None names no"),
     (lambda r: r.update(policy={"bit_candidates": [2, 4], "fixed": [], "layers": {
-        "conv": {"w_bits": 16, "a_bits": 8}}}), "policy layer 'conv' has w_bits 16, outside"),
+        "conv": {"w_bits": 16, "a_bits": 8}}}),
+     "policy: layer 'conv' has w_bits = 16, outside the policy's bit_candidates"),
 ])
 def test_a_forged_record_committed_with_dvc_commit_fails(repo, edit, message):
     """A hand edit that `dvc commit` re-locks has the lock's hash: only validation finds it,

@@ -46,3 +46,18 @@ def test_bad_policies_are_refused_with_the_layer_named(tmp_path, edit, message):
     (tmp_path / "p.json").write_text(json.dumps(data))
     with pytest.raises(MpqbenchError, match=message):
         load_policy(tmp_path / "p.json", NAMES)
+
+
+def test_an_image_fed_layer_keeps_8_bit_inputs_in_a_searched_policy():
+    """LIMPQ gives a layer fed by the image no activation rows, so without fixed first and last
+    layers (the ImageNet suite) its input stays at 8 bits while the others are searched: not a
+    width outside the candidates. Any other width outside them still is."""
+    from mpqbench.quant.policy import check_bits
+
+    layers = {"features.0.0": {"w_bits": 4, "a_bits": 8},
+              "features.1.conv": {"w_bits": 3, "a_bits": 2},
+              "classifier": {"w_bits": 5, "a_bits": 6}}
+    check_bits(layers, "policy", [2, 3, 4, 5, 6], [])
+    layers["features.1.conv"]["a_bits"] = 1
+    with pytest.raises(MpqbenchError, match="'features.1.conv' has a_bits = 1, outside"):
+        check_bits(layers, "policy", [2, 3, 4, 5, 6], [])

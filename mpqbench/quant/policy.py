@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mpqbench.cost import Bits, LayerCost
+from mpqbench.cost import IMAGE_INPUT_BITS, Bits, LayerCost
 from mpqbench.errors import MpqbenchError
 
 POLICY_SCHEMA_VERSION = 1
@@ -26,7 +26,9 @@ def check_bits(layers: dict[str, dict[str, Any]], source: str = "policy",
                candidates: list[int] | None = None, fixed: list[str] | None = None) -> None:
     """Every layer's ``w_bits`` and ``a_bits`` an integer in ``BIT_RANGE``; with
     ``candidates``, every weight width of a searchable (not ``fixed``) layer one of them, and
-    every activation width too where the policy searched them (they differ between layers)."""
+    every activation width too where the policy searched them (they differ between layers),
+    except ``IMAGE_INPUT_BITS``: a layer fed by the image keeps its input at 8 bits whatever
+    the search (LIMPQ gives it no activation rows), and a policy does not say which it is."""
     for name, bits in layers.items():
         for key, (low, high) in BIT_RANGE.items():
             value = bits[key]
@@ -41,6 +43,8 @@ def check_bits(layers: dict[str, dict[str, Any]], source: str = "policy",
     a_searched = len({b["a_bits"] for b in searched.values()}) > 1
     for name, bits in searched.items():
         for key in ("w_bits", "a_bits") if a_searched else ("w_bits",):
+            if key == "a_bits" and bits[key] == IMAGE_INPUT_BITS:
+                continue
             if bits[key] not in candidates:
                 raise MpqbenchError(
                     f"{source}: layer {name!r} has {key} = {bits[key]}, outside the policy's "
