@@ -13,6 +13,8 @@ from mpqbench.errors import MpqbenchError
 from mpqbench.overlay import apply_overlay
 from mpqbench.params_schema import check_params
 
+from .helpers.pipeline_copy import pipeline_copy
+
 REPO = Path(__file__).resolve().parents[1]
 DVC = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
 
@@ -134,13 +136,7 @@ def test_the_imagenet_overlay_passes(tmp_path):
 def test_a_profile_typo_under_dvc_repro_stops_before_any_output_is_removed(tmp_path):
     """The params stage runs first: `dvc repro checkpoint@resnet20` with `profile: quikc`
     fails there, and the checkpoint stage's committed outputs stay where they are."""
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(REPO / name, tmp_path / name)
-    for folder in ("mpqbench", "notebooks", "user_models"):
-        shutil.copytree(REPO / folder, tmp_path / folder,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([DVC, "init", "-q"], cwd=tmp_path, check=True)
+    pipeline_copy(tmp_path)
     committed = {
         "results/metrics/checkpoint-resnet20.json": '{"test_top1": 87.67}\n',
         "checkpoints/resnet20.pt": "weights",

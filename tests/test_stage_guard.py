@@ -14,6 +14,8 @@ import pytest
 from mpqbench.errors import MpqbenchError
 from mpqbench.stage_guard import SET_ASIDE, _children, guarded_outputs
 
+from .helpers.pipeline_copy import pipeline_copy
+
 REPO = Path(__file__).resolve().parents[1]
 DVC = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
 
@@ -160,13 +162,7 @@ def _state(pid: int) -> str:
 def _pipeline_copy(tmp_path: Path) -> dict[str, bytes]:
     """The real dvc.yaml, params.yaml and package in a fresh git + DVC repository, with the
     uniform stage's committed outputs and the pinned checkpoint (one byte flipped)."""
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO / name, tmp_path / name)
-    for folder in ("mpqbench", "notebooks", "user_models"):
-        shutil.copytree(REPO / folder, tmp_path / folder,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([DVC, "init", "-q"], cwd=tmp_path, check=True)
+    pipeline_copy(tmp_path)
     (tmp_path / "checkpoints").mkdir()
     for name in ("resnet20.pt", "resnet20.pt.sha256"):
         shutil.copy(REPO / "checkpoints" / name, tmp_path / "checkpoints" / name)
