@@ -225,6 +225,8 @@ def record_problem(path: Path) -> str | None:
     except MpqbenchError as exc:
         return str(exc).removeprefix(f"{path.name}: ").removesuffix(
             "; re-run the stage that wrote it")
+    except (KeyError, TypeError, AttributeError) as exc:  # a field of the wrong shape
+        return f"a field of the wrong shape ({type(exc).__name__}: {exc})"
     commit = run.provenance.get("git_commit")
     if not (isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{40}", commit)):
         return f"provenance.git_commit = {commit!r} names no commit"

@@ -98,6 +98,8 @@ def test_records_no_stage_produced_and_records_without_a_cpu_fail(repo):
     (lambda r: r["cost"].update(size_mib=-5), "cost.size_mib = -5 is not a positive finite"),
     (lambda r: r.update(provenance={}), "provenance lacks ['git_commit', 'cpu', 'seed', "),
     (lambda r: r["provenance"].update(git_commit=None), "provenance.git_commit = None names no"),
+    (lambda r: r.update(policy={"layers": {"conv": {"w_bits": 4}}, "bit_candidates": [4]}),
+     "a field of the wrong shape (KeyError: 'a_bits')"),
     (lambda r: r.update(policy={"bit_candidates": [2, 4], "fixed": [], "layers": {
         "conv": {"w_bits": 16, "a_bits": 8}}}),
      "policy: layer 'conv' has w_bits = 16, outside the policy's bit_candidates"),
